@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Both create or refresh .venv and install exactly the versions in constraints.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export NBTUNE_DATA_DIR ?= $(abspath ../shared/data/fashion-mnist)
+
+.PHONY: venv test lint typecheck pytest demo java lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "nbtune needs Python 3.10+"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+java:
+	@bash scripts/check_java.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv java
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: venv java
+	$(PY) -m nbtune.demo
+
+# Refresh constraints.txt from the environment that the tests passed in.
+lock: venv
+	$(VENV)/bin/uv pip freeze --python $(PY) --exclude-editable > constraints.txt
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache .mypy_cache .ruff_cache

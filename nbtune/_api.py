@@ -1,0 +1,39 @@
+"""`nbtune.tune()`: the `%%tune` engine for scripts and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nbtune._backends import make_executor
+from nbtune._cell import parse_cell
+from nbtune._events import Listener, SearchInfo
+from nbtune._objective import build_objective
+from nbtune._options import TuneOptions
+from nbtune._progress import TextProgress
+from nbtune._result import TuneResult
+from nbtune._search import Search
+from nbtune._space import search_space
+
+
+def tune(
+    cell: str,
+    namespace: Mapping[str, Any] | None = None,
+    *,
+    listeners: Sequence[Listener] = (),
+    info: SearchInfo | None = None,
+    **options: Any,
+) -> TuneResult:
+    """Run a search over `cell` (annotated like a `%%tune` cell, without the header).
+
+    `namespace` holds the variables the cell reads; options are the flags' names
+    (`max_evals=20, metric="val_loss"`). A text progress line is shown unless `quiet=True`.
+    """
+    opts = TuneOptions().replace(**options)
+    ns = dict(namespace or {})
+    spec = parse_cell(cell)
+    space = search_space(spec.params, opts.space, ns)
+    objective = build_objective(spec, ns, opts, space.names)
+    executor = make_executor(opts, objective)
+    shown: list[Listener] = [] if opts.quiet else [TextProgress()]
+    return Search(objective, space, opts, executor, [*shown, *listeners], info).run()

@@ -1,0 +1,91 @@
+"""Search events: what the dashboard, the progress line and MLflow tracking listen to."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbtune._options import TuneOptions
+from nbtune._records import TrialRecord
+from nbtune._result import TuneResult
+
+
+@dataclass
+class SearchInfo:
+    """What listeners know about a search when it starts."""
+
+    name: str
+    options: TuneOptions
+    backend: str
+    parallelism: int
+    param_names: list[str]
+    source: str = ""
+    param_descriptions: dict[str, str] = field(default_factory=dict)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Ask the search to stop as a kernel interrupt would (finished trials are kept)."""
+        self.cancel_event.set()
+
+
+class Listener:
+    """Base class for search listeners; every hook is optional."""
+
+    def search_started(self, info: SearchInfo, result: TuneResult) -> None:
+        """The search is about to submit its first trial; `result` fills in as it runs."""
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        """A trial was handed to a worker."""
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        """A trial finished (ok, failed or cancelled)."""
+
+    def search_finished(self, result: TuneResult) -> None:
+        """The search ended; `result` is final."""
+
+    def poll(self) -> None:
+        """Called often while the search waits: time for throttled redraws and UI events."""
+
+
+class Listeners(Listener):
+    """Fan events out to several listeners; one failing listener warns once and is dropped."""
+
+    def __init__(self, listeners: list[Listener]) -> None:
+        self._listeners = list(listeners)
+
+    def _each(self, hook: str, *args: Any) -> None:
+        for listener in list(self._listeners):
+            try:
+                getattr(listener, hook)(*args)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                # Display and tracking must never break a search; say so once and go on.
+                self._listeners.remove(listener)
+                warnings.warn(
+                    f"nbtune: {type(listener).__name__} stopped after an error: {exc!r}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    def search_started(self, info: SearchInfo, result: TuneResult) -> None:
+        """Fan out."""
+        self._each("search_started", info, result)
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        """Fan out."""
+        self._each("trial_started", number, params)
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        """Fan out."""
+        self._each("trial_finished", record)
+
+    def search_finished(self, result: TuneResult) -> None:
+        """Fan out."""
+        self._each("search_finished", result)
+
+    def poll(self) -> None:
+        """Fan out."""
+        self._each("poll")

@@ -1,0 +1,218 @@
+"""The objective: a cell body compiled once, run per trial in a fresh namespace."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import copy
+import io
+import linecache
+import math
+import socket
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import CodeType, ModuleType
+from typing import Any
+
+from nbtune._cell import CellSpec
+from nbtune._errors import TuneUsageError
+from nbtune._options import TuneOptions
+from nbtune._records import TrialOutcome, TrialRequest
+from nbtune._timeouts import TrialTimeout, time_limit
+
+CELL_FILENAME = "<tune-cell>"
+_OUTPUT_LIMIT = 64 * 1024  # keep the tail of a chatty trial's output, not all of it
+
+
+class _Tail(io.StringIO):
+    """A text buffer that keeps only the last _OUTPUT_LIMIT characters."""
+
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        if self.tell() > 2 * _OUTPUT_LIMIT:
+            tail = self.getvalue()[-_OUTPUT_LIMIT:]
+            self.seek(0)
+            self.truncate()
+            super().write(tail)
+        return n
+
+    def text(self) -> str:
+        value = self.getvalue()
+        return value if len(value) <= _OUTPUT_LIMIT else "...\n" + value[-_OUTPUT_LIMIT:]
+
+
+def as_number(value: Any) -> float | None:
+    """The value as a float if it is a number (numpy and tensor scalars too), else None."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Objective:
+    """Everything a worker needs to run trials; picklable (the code is compiled lazily)."""
+
+    body: ast.Module
+    source: str
+    captured: dict[str, Any]
+    param_names: list[str]
+    metric: str = "loss"
+    mode: str = "min"
+    log_metrics: tuple[str, ...] = ()
+    line_offset: int = 0
+    _code: CodeType | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_code"] = None  # code objects do not pickle; workers compile their own copy
+        return state
+
+    @property
+    def code(self) -> CodeType:
+        """The body compiled once, with line numbers as the user sees them in the cell."""
+        if self._code is None:
+            # Shift a copy so line numbers in tracebacks match the cell, header included.
+            tree = ast.increment_lineno(copy.deepcopy(self.body), self.line_offset)
+            self._code = compile(tree, CELL_FILENAME, "exec")
+            lines = ("\n" * self.line_offset + self.source).splitlines(keepends=True)
+            linecache.cache[CELL_FILENAME] = (len(self.source), None, lines, CELL_FILENAME)
+        return self._code
+
+    def loss(self, value: float) -> float:
+        """What hyperopt minimises for a metric value."""
+        return value if self.mode == "min" else -value
+
+    def run(self, request: TrialRequest) -> TrialOutcome:
+        """Run one trial here, capturing its output; a raising trial is a failed outcome."""
+        ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        ns.update(self.captured)
+        ns.update(request.params)
+        buf = _Tail()
+        start = time.perf_counter()
+        outcome = TrialOutcome(tid=request.tid, status="ok", host=socket.gethostname())
+        try:
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), time_limit(request.timeout):
+                exec(self.code, ns)
+        except Exception as exc:
+            outcome.timed_out = isinstance(exc, TrialTimeout)
+            outcome.status = "failed"
+            outcome.error = _one_line(exc)
+            outcome.traceback = _cell_traceback(exc)
+        outcome.duration = time.perf_counter() - start
+        outcome.output = buf.text()
+        if outcome.status == "ok":
+            self._read_metrics(ns, outcome)
+        return outcome
+
+    def _read_metrics(self, ns: Mapping[str, Any], outcome: TrialOutcome) -> None:
+        if self.metric not in ns:
+            outcome.status = "failed"
+            outcome.fatal = outcome.error = (
+                f"the cell ran but never assigned the metric '{self.metric}'"
+                " (assign it, or name another variable with --metric)"
+            )
+            return
+        raw = ns[self.metric]
+        value = as_number(raw)
+        if value is None:
+            outcome.status = "failed"
+            outcome.fatal = outcome.error = (
+                f"the metric '{self.metric}' must be a number, got {type(raw).__name__} {_short(raw)}"
+            )
+            return
+        outcome.value = value
+        if math.isnan(value):
+            outcome.status = "failed"
+            outcome.error = f"the metric '{self.metric}' is nan (did the training diverge?)"
+        for name in self.log_metrics:
+            if name in ns:
+                extra = ns[name]
+                number = as_number(extra)
+                outcome.log_metrics[name] = number if number is not None else _short(extra)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _cell_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    return [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == CELL_FILENAME]
+
+
+def _one_line(exc: BaseException) -> str:
+    """'line 7: ZeroDivisionError: division by zero' (the deepest line of the cell)."""
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    frames = _cell_frames(exc)
+    return f"line {frames[-1].lineno}: {last}" if frames else last
+
+
+def _cell_traceback(exc: BaseException) -> str:
+    """The traceback without nbtune's own frames above the cell."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def capture_namespace(reads: Iterable[str], namespace: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The notebook variables the body reads (modules and functions included)."""
+    skipped = set(skip)
+    return {
+        name: namespace[name]
+        for name in sorted(reads)
+        if name in namespace and name not in skipped and not _is_ipython_internal(name)
+    }
+
+
+_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"}
+
+
+def _is_ipython_internal(name: str) -> bool:
+    # IPython's output history (_, _3, _i3, Out...) is never what a training body means.
+    return name in _IPYTHON_NAMES or (name.startswith(("_i", "_")) and name.lstrip("_i").isdigit() and name != "_")
+
+
+def check_picklable(captured: Mapping[str, Any]) -> None:
+    """Fail with the name of the first captured variable that cannot be shipped to workers."""
+    import cloudpickle
+
+    for name, value in captured.items():
+        if isinstance(value, ModuleType):
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            raise TuneUsageError(
+                f"variable '{name}' ({type(value).__name__}) cannot be sent to the workers: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            ) from None
+
+
+def build_objective(
+    spec: CellSpec, namespace: Mapping[str, Any], options: TuneOptions, param_names: list[str]
+) -> Objective:
+    """Check the body assigns its metrics, capture what it reads, and wrap it as an Objective."""
+    for name in (options.metric, *options.log_metrics):
+        if name not in spec.binds:
+            flag = "--metric" if name == options.metric else "--log-metrics"
+            raise TuneUsageError(
+                f"the cell never assigns '{name}' ({flag}); assign it, e.g. '{name} = ...', or name another variable"
+            )
+    captured = capture_namespace(spec.reads, namespace, skip=param_names)
+    return Objective(
+        spec.body,
+        spec.source,
+        captured,
+        list(param_names),
+        options.metric,
+        options.mode,
+        options.log_metrics,
+        spec.line_offset,
+    )

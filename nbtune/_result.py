@@ -1,0 +1,119 @@
+"""The result of a search: best parameters and value, every trial, a table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hyperopt import Trials
+
+from nbtune._records import TrialRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class TuneResult:
+    """What `%%tune` binds to `_tune` (or `--out`) and returns as the cell's value."""
+
+    metric: str
+    mode: str
+    param_names: list[str]
+    log_metrics: tuple[str, ...] = ()
+    trials: Trials = field(default_factory=Trials)
+    records: list[TrialRecord] = field(default_factory=list)
+    backend: str = "local"
+    parallelism: int = 1
+    max_evals: int = 0
+    stop_reason: str = "running"  # completed, timeout, early-stop, max-failures, cancelled, interrupted, error
+    wall_time: float = 0.0
+    parent_run_id: str | None = None
+    parent_url: str | None = None
+    dashboard: Any = None
+
+    @property
+    def best_trial(self) -> TrialRecord | None:
+        """The ok trial with the best metric, or None if no trial succeeded."""
+        ok = [r for r in self.records if r.status == "ok" and r.value is not None]
+        if not ok:
+            return None
+        sign = 1.0 if self.mode == "min" else -1.0
+        return min(ok, key=lambda r: (sign * (r.value or 0.0), r.number))
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """Parameter name -> value of the best trial (choices as the chosen value)."""
+        best = self.best_trial
+        return dict(best.params) if best else {}
+
+    @property
+    def best_value(self) -> float | None:
+        """The metric of the best trial, in the metric's own sign."""
+        best = self.best_trial
+        return best.value if best else None
+
+    def counts(self) -> dict[str, int]:
+        """Number of finished trials by status."""
+        out = {"ok": 0, "failed": 0, "cancelled": 0}
+        for r in self.records:
+            out[r.status] += 1
+        return out
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row a trial: trial, status, metric, duration, parameters, logged metrics, error, mlflow_url."""
+        import pandas as pd
+
+        columns = [
+            "trial",
+            "status",
+            self.metric,
+            "duration",
+            *self.param_names,
+            *self.log_metrics,
+            "error",
+            "mlflow_url",
+        ]
+        rows = [
+            {
+                "trial": r.number,
+                "status": r.status,
+                self.metric: r.value,
+                "duration": r.duration,
+                **{p: r.params.get(p) for p in self.param_names},
+                **{m: r.log_metrics.get(m) for m in self.log_metrics},
+                "error": r.error,
+                "mlflow_url": r.mlflow_url,
+            }
+            for r in sorted(self.records, key=lambda r: r.number)
+        ]
+        return pd.DataFrame(rows, columns=columns)
+
+    def summary(self) -> str:
+        """One line: best value and parameters, trial counts, time."""
+        c = self.counts()
+        parts = [f"{len(self.records)} trials ({c['ok']} ok"]
+        parts[0] += f", {c['failed']} failed" if c["failed"] else ""
+        parts[0] += f", {c['cancelled']} cancelled" if c["cancelled"] else ""
+        parts[0] += ")"
+        parts.append(f"{self.wall_time:.1f} s")
+        if self.stop_reason not in ("completed", "running"):
+            parts.append(f"stopped: {self.stop_reason}")
+        if self.best_trial is None:
+            head = f"no successful trial for '{self.metric}'"
+        else:
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in self.best_params.items())
+            head = f"best {self.metric}={_fmt(self.best_value)} ({self.mode}) with {shown}"
+        return f"{head}; " + ", ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"<TuneResult {self.summary()}>"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return repr(value)

@@ -1,0 +1,123 @@
+"""The `%%tune` cell magic and `%tune_template`; wiring only, each step lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from traitlets import Bool, Enum, Float, Int, Unicode
+
+from nbtune import templates
+from nbtune._backends import make_executor
+from nbtune._cell import parse_cell
+from nbtune._errors import TuneUsageError, one_line_errors
+from nbtune._events import Listener
+from nbtune._flags import parse_flags
+from nbtune._objective import build_objective
+from nbtune._options import ALGOS, BACKENDS, MODES, TuneOptions
+from nbtune._progress import TextProgress
+from nbtune._result import TuneResult
+from nbtune._search import Search, SearchFailed
+from nbtune._space import search_space
+
+
+@magics_class
+class TuneMagic(Magics):
+    """Turn an annotated training cell into a hyperopt search. Defaults: `%config TuneMagic.<name> = ...`."""
+
+    max_evals = Int(32, help="Trials per search (--max-evals).").tag(config=True)
+    parallelism = Int(None, allow_none=True, help="Trials at once (--parallelism).").tag(config=True)
+    backend = Enum(BACKENDS, "auto", help="Where trials run (--backend).").tag(config=True)
+    algo = Enum(ALGOS, "tpe", help="hyperopt algorithm (--algo).").tag(config=True)
+    metric = Unicode("loss", help="Variable the cell assigns and the search optimises (--metric).").tag(config=True)
+    mode = Enum(MODES, "min", help="Minimise or maximise the metric (--mode).").tag(config=True)
+    seed = Int(None, allow_none=True, help="Seed for reproducible searches (--seed).").tag(config=True)
+    timeout = Float(None, allow_none=True, help="Seconds for a whole search (--timeout).").tag(config=True)
+    trial_timeout = Float(None, allow_none=True, help="Seconds for one trial (--trial-timeout).").tag(config=True)
+    max_failures = Int(None, allow_none=True, help="Stop after this many failed trials.").tag(config=True)
+    early_stop = Int(None, allow_none=True, help="Stop after N trials without improvement.").tag(config=True)
+    experiment = Unicode(None, allow_none=True, help="MLflow experiment (--experiment).").tag(config=True)
+    tracking_uri = Unicode(None, allow_none=True, help="MLflow tracking URI (--tracking-uri).").tag(config=True)
+    mlflow = Bool(True, help="Track every search in MLflow (off: --no-mlflow).").tag(config=True)
+    out = Unicode("_tune", help="Variable that receives the result (--out).").tag(config=True)
+    apply_best = Bool(False, help="Assign the best values into the notebook (--apply-best).").tag(config=True)
+    quiet = Bool(False, help="Show nothing while searching (--quiet).").tag(config=True)
+
+    def defaults(self) -> TuneOptions:
+        """TuneOptions from the traits, i.e. `%config` settings."""
+        names = set(TuneOptions.names()) & set(self.trait_names())
+        return TuneOptions().replace(**{n: getattr(self, n) for n in names})
+
+    @cell_magic
+    @one_line_errors
+    def tune(self, line: str, cell: str) -> TuneResult:
+        """%%tune [--max-evals N] [--metric NAME] ...: search over the cell's `# tune:` values."""
+        shell = self._shell()
+        ns = shell.user_ns
+        options = parse_flags(line, self.defaults())
+        self._refuse_unavailable(options)
+        source: str = shell.transform_cell(cell)  # type: ignore[no-untyped-call]  # `!pip` ... to Python
+        spec = parse_cell(source, line_offset=1)  # line 1 is the %%tune header
+        space = search_space(spec.params, options.space, ns)
+        objective = build_objective(spec, ns, options, space.names)
+        executor = make_executor(options, objective)
+        search = Search(objective, space, options, executor, self._listeners(options))
+        try:
+            result = search.run()
+        except SearchFailed as failed:
+            self._publish(failed.result, options)
+            _show_first_traceback(failed.result)
+            raise
+        self._publish(result, options)
+        return result
+
+    @line_magic
+    @one_line_errors
+    def tune_template(self, line: str) -> None:
+        """%tune_template NAME puts a ready `%%tune` cell below; `--list` shows the names."""
+        name = line.strip()
+        if not name or name in ("--list", "-l"):
+            for known in templates.names():
+                print(f"{known:20s} {templates.describe(known)}")
+            return
+        self._shell().set_next_input(templates.get(name), replace=False)
+
+    def _shell(self) -> InteractiveShell:
+        if self.shell is None:  # only when the magics were built outside a shell
+            raise TuneUsageError("%%tune needs an IPython shell")
+        return self.shell
+
+    def _listeners(self, options: TuneOptions) -> list[Listener]:
+        return [] if options.quiet else [TextProgress()]
+
+    def _publish(self, result: TuneResult, options: TuneOptions) -> None:
+        """Bind the result (and with --apply-best the best values) into the notebook."""
+        ns = self._shell().user_ns
+        ns[options.out] = result
+        if options.apply_best and result.best_trial is not None:
+            ns.update(result.best_params)
+
+    @staticmethod
+    def _refuse_unavailable(options: TuneOptions) -> None:
+        # MLflow tracking is not wired in yet: say so rather than ignore the flags.
+        for flag, value in (
+            ("--resume", options.resume),
+            ("--experiment", options.experiment),
+            ("--tracking-uri", options.tracking_uri),
+            ("--ui", options.ui or None),
+        ):
+            if value is not None:
+                raise TuneUsageError(f"{flag} is not available in this version of nbtune")
+
+
+def _show_first_traceback(result: TuneResult) -> None:
+    failed = sorted((r for r in result.records if r.traceback), key=lambda r: r.number)
+    if failed:
+        print(f"Trial {failed[0].number} failed:\n{failed[0].traceback}", file=sys.stderr)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics (`%load_ext nbtune`)."""
+    ipython.register_magics(TuneMagic)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a real IPython shell with nbtune loaded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("NBTUNE_DATA_DIR", ROOT.parent / "shared" / "data" / "fashion-mnist"))
+
+
+@pytest.fixture(scope="session")
+def _shell() -> InteractiveShell:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbtune")
+    return shell
+
+
+@pytest.fixture
+def ip(_shell: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
+    """A clean namespace, default %config and a temp working directory for each test."""
+    monkeypatch.chdir(tmp_path)
+    _shell.reset(new_session=False)
+    magic = _shell.magics_manager.registry["TuneMagic"]
+    saved = {name: getattr(magic, name) for name in magic.trait_names() if magic.trait_metadata(name, "config")}
+    yield _shell
+    for name, value in saved.items():
+        setattr(magic, name, value)
+
+
+def run_tune(ip: InteractiveShell, line: str, cell: str):
+    """Run a %%tune cell the way the kernel does (run_cell_magic raises what the cell raises)."""
+    return ip.run_cell_magic("tune", line, cell)

@@ -1,0 +1,32 @@
+"""Templates: listed, returned as text, inserted below by %tune_template, and they run."""
+
+from __future__ import annotations
+
+from conftest import ROOT
+
+import nbtune
+
+
+def test_templates_are_read_from_the_top_level_folder():
+    assert "quickstart" in nbtune.templates.names()
+    text = nbtune.templates.get("quickstart")
+    assert text == (ROOT / "templates" / "quickstart.ipy").read_text()
+    assert text.startswith("%%tune ")
+
+
+def test_list_shows_each_template_with_its_description(ip, capsys):
+    ip.run_line_magic("tune_template", "--list")
+    out = capsys.readouterr().out
+    assert "quickstart" in out and "support vector classifier" in out
+
+
+def test_tune_template_puts_the_cell_below(ip):
+    ip.run_line_magic("tune_template", "quickstart")
+    assert ip.rl_next_input == nbtune.templates.get("quickstart")
+
+
+def test_the_quickstart_template_runs_as_a_cell(ip):
+    header, body = nbtune.templates.get("quickstart").split("\n", 1)
+    result = ip.run_cell_magic("tune", header.removeprefix("%%tune") + " --max-evals 6 --seed 0 --quiet", body)
+    assert len(result.records) == 6 and result.best_value > 0.9
+    assert set(result.best_params) == {"C", "gamma", "kernel"}
