@@ -8,9 +8,9 @@ from typing import Any
 from nbtune._backends import make_executor
 from nbtune._cell import parse_cell
 from nbtune._events import Listener, SearchInfo
+from nbtune._listeners import listeners_for
 from nbtune._objective import build_objective
 from nbtune._options import TuneOptions
-from nbtune._progress import TextProgress
 from nbtune._result import TuneResult
 from nbtune._search import Search
 from nbtune._space import search_space
@@ -35,5 +35,4 @@ def tune(
     space = search_space(spec.params, opts.space, ns)
     objective = build_objective(spec, ns, opts, space.names)
     executor = make_executor(opts, objective)
-    shown: list[Listener] = [] if opts.quiet else [TextProgress()]
-    return Search(objective, space, opts, executor, [*shown, *listeners], info).run()
+    return Search(objective, space, opts, executor, [*listeners_for(opts), *listeners], info).run()

@@ -13,11 +13,10 @@ from nbtune import templates
 from nbtune._backends import make_executor
 from nbtune._cell import parse_cell
 from nbtune._errors import TuneUsageError, one_line_errors
-from nbtune._events import Listener
 from nbtune._flags import parse_flags
+from nbtune._listeners import listeners_for
 from nbtune._objective import build_objective
 from nbtune._options import ALGOS, BACKENDS, MODES, TuneOptions
-from nbtune._progress import TextProgress
 from nbtune._result import TuneResult
 from nbtune._search import Search, SearchFailed
 from nbtune._space import search_space
@@ -63,7 +62,7 @@ class TuneMagic(Magics):
         space = search_space(spec.params, options.space, ns)
         objective = build_objective(spec, ns, options, space.names)
         executor = make_executor(options, objective)
-        search = Search(objective, space, options, executor, self._listeners(options))
+        search = Search(objective, space, options, executor, listeners_for(options))
         try:
             result = search.run()
         except SearchFailed as failed:
@@ -88,9 +87,6 @@ class TuneMagic(Magics):
         if self.shell is None:  # only when the magics were built outside a shell
             raise TuneUsageError("%%tune needs an IPython shell")
         return self.shell
-
-    def _listeners(self, options: TuneOptions) -> list[Listener]:
-        return [] if options.quiet else [TextProgress()]
 
     def _publish(self, result: TuneResult, options: TuneOptions) -> None:
         """Bind the result (and with --apply-best the best values) into the notebook."""
