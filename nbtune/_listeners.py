@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from nbtune._dashboard_uievents import in_widget_frontend
 from nbtune._events import Listener
 from nbtune._options import TuneOptions
 from nbtune._progress import TextProgress
+from nbtune._tracking import MlflowTracker
 
 
-def listeners_for(options: TuneOptions) -> list[Listener]:
-    """The listeners a search gets from its options (shared by `%%tune` and `nbtune.tune`)."""
+def listeners_for(options: TuneOptions, show: Callable[[Any], Any] | None = None) -> list[Listener]:
+    """The listeners a search gets from its options (shared by `%%tune` and `nbtune.tune`).
+
+    `show` places the dashboard widget somewhere other than the cell's output (the `--ui` form).
+    """
     listeners: list[Listener] = []
-    if not options.quiet:
+    if options.mlflow:  # first, so its search_finished has set the run links before displays redraw
+        listeners.append(MlflowTracker(options))  # imports MLflow lazily, on its own thread
+    if show is not None or (not options.quiet and in_widget_frontend()):
+        from nbtune._dashboard import Dashboard  # ipywidgets and matplotlib only where they can show
+
+        listeners.append(Dashboard(show=show))
+    elif not options.quiet:
         listeners.append(TextProgress())
     return listeners

@@ -1,0 +1,236 @@
+"""The live tuning dashboard: one ipywidgets tree per search, updated in place on a throttled timer."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from nbtune import _dashboard_plots as plots
+from nbtune._dashboard_table import RunningTrial, best_html, clock, trials_table
+from nbtune._dashboard_uievents import UiEvents
+from nbtune._events import Listener, SearchInfo
+from nbtune._records import TrialRecord
+from nbtune._result import TuneResult
+
+# Bar styles, as tqdm's notebook bar: the colour says how the search ended.
+_STYLE_BY_STOP = {
+    "completed": "success",
+    "early-stop": "success",
+    "cancelled": "warning",
+    "interrupted": "warning",
+    "timeout": "warning",
+}
+_TOOLTIP_LOCAL = (
+    "Stop the search. The local backend runs a trial inside this kernel, so the search stops "
+    "when the running trial ends. Finished trials are kept."
+)
+_TOOLTIP = "Stop the search now, as a kernel interrupt would. Finished trials are kept."
+
+
+def _display(widget: w.Widget) -> None:
+    from IPython.display import display
+
+    display(widget)  # type: ignore[no-untyped-call]
+
+
+class Dashboard(Listener):
+    """Progress, counts, best result, trials table and plots of one search, with a Cancel button.
+
+    Events only mark the snapshot dirty; widgets are redrawn from it at most every `interval`
+    seconds (plots every `plot_interval`), and exactly once more when the search ends.
+    """
+
+    def __init__(
+        self,
+        show: Callable[[w.Widget], Any] | None = None,
+        interval: float = 0.25,
+        plot_interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._show = show or _display
+        self._interval = interval
+        self._plot_interval = plot_interval
+        self._clock = clock
+        self._ui = UiEvents()
+        self._info: SearchInfo | None = None
+        self._result: TuneResult | None = None
+        self._running: dict[int, RunningTrial] = {}
+        self._start = self._last_draw = self._last_plot = 0.0
+        self._plot_every = plot_interval
+        self._plotted = -1  # number of finished trials in the plots on screen
+        self._dirty = False
+        self._finished = False
+        self.draws = 0  # redraws so far (tests and benchmarks look at it)
+        self._build()
+
+    # -- the widget tree, built once ------------------------------------------------------
+
+    def _build(self) -> None:
+        self.header = w.HTML()
+        self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="320px"))
+        self.status = w.HTML()
+        self.cancel_button = w.Button(description="Cancel", icon="stop", tooltip=_TOOLTIP)
+        self.cancel_button.on_click(self._on_cancel)
+        self.best = w.HTML()
+        self.metric_plot = w.Image(format="png", layout=w.Layout(display="none"))
+        self.histogram = w.Image(format="png", layout=w.Layout(display="none"))
+        self.param_plot = w.Image(format="png", layout=w.Layout(display="none"))
+        self.table = w.HTML()
+        row = w.HBox([self.bar, self.status, self.cancel_button], layout=w.Layout(align_items="center"))
+        plots_row = w.HBox([self.metric_plot, self.histogram, self.param_plot], layout=w.Layout(flex_flow="row wrap"))
+        self.widget = w.VBox([self.header, row, self.best, plots_row, self.table])
+        for part, name in (
+            (self.widget, "dashboard"),
+            (self.header, "header"),
+            (self.bar, "progress"),
+            (self.status, "status"),
+            (self.cancel_button, "cancel"),
+            (self.best, "best"),
+            (self.metric_plot, "metric-plot"),
+            (self.histogram, "histogram"),
+            (self.param_plot, "param-plot"),
+            (self.table, "table"),
+        ):
+            part.add_class(f"nbtune-{name}")  # stable hooks for the browser tests and for styling
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # -- search events ----------------------------------------------------------------------
+
+    def search_started(self, info: SearchInfo, result: TuneResult) -> None:
+        """Show the dashboard and start listening for Cancel clicks."""
+        self._info, self._result = info, result
+        result.dashboard = self
+        self._start = self._clock()
+        opts = info.options
+        self.bar.max = max(1, opts.max_evals)
+        if info.backend == "local":
+            self.cancel_button.tooltip = _TOOLTIP_LOCAL
+        self._draw(self._start)
+        self._show(self.widget)
+        self._ui.start()
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        """Count a running trial."""
+        self._running[number] = RunningTrial(number, dict(params), self._clock())
+        self._touch()
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        """Count a finished trial."""
+        self._running.pop(record.number, None)
+        self._touch()
+
+    def poll(self) -> None:
+        """Handle Cancel clicks, then redraw if it is time."""
+        self._ui.poll()
+        self._touch(changed=False)
+
+    def search_finished(self, result: TuneResult) -> None:
+        """Draw the exact final state and leave the dashboard as the search's summary."""
+        self._ui.stop()
+        self._finished = True
+        self._running.clear()
+        self._draw(self._clock(), final=True)
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    def _on_cancel(self, _button: Any = None) -> None:
+        # May run on a kernel subshell's thread: only set flags here, the search thread redraws.
+        if self._info is None or self._finished:
+            return
+        self._info.cancel()
+        self.cancel_button.disabled = True
+        self.cancel_button.description = "Cancelling..."
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def _touch(self, changed: bool = True) -> None:
+        self._dirty = self._dirty or changed
+        now = self._clock()
+        since = now - self._last_draw
+        # Redraw when something changed (a few times a second at most), else once a second for the clocks.
+        if (self._dirty and since >= self._interval) or since >= 1.0:
+            self._draw(now)
+
+    def _draw(self, now: float, final: bool = False) -> None:
+        info, result = self._info, self._result
+        if info is None or result is None:
+            return
+        self.draws += 1
+        self._last_draw, self._dirty = now, False
+        records, running = list(result.records), list(self._running.values())
+        best = result.best_trial
+        self.header.value = self._header_html(info, result)
+        self.bar.value = min(len(records), self.bar.max)
+        self.status.value = self._status_html(result, len(running), now, final)
+        self.best.value = best_html(result.metric, result.mode, best)
+        columns = (result.metric, result.param_names, result.log_metrics)
+        self.table.value = trials_table(records, running, best, columns, now, info.options.out)
+        if final or (now - self._last_plot >= self._plot_every and len(records) != self._plotted):
+            self._draw_plots(records, result, now)
+        if final:
+            self.bar.bar_style = self._final_style(result)
+            self.cancel_button.layout.display = "none"
+
+    def _draw_plots(self, records: list[TrialRecord], result: TuneResult, now: float) -> None:
+        started = time.perf_counter()
+        ok = [r for r in records if r.status == "ok" and r.value is not None]
+        finished = [r.duration for r in records if r.status != "cancelled"]
+        if ok:
+            _set_png(self.metric_plot, plots.metric_curve(ok, result.metric, result.mode))
+            if 1 <= len(result.param_names) <= 2:
+                _set_png(self.param_plot, plots.param_plot(ok, result.param_names, result.metric))
+        if finished:
+            _set_png(self.histogram, plots.duration_histogram(finished))
+        self._last_plot, self._plotted = now, len(records)
+        # Slow plots (a busy machine) redraw less often, so the display never costs much of a search.
+        self._plot_every = max(self._plot_interval, 10 * (time.perf_counter() - started))
+
+    def _header_html(self, info: SearchInfo, result: TuneResult) -> str:
+        opts = info.options
+        direction = "minimise" if opts.mode == "min" else "maximise"
+        parts = [
+            f"<b>{html.escape(info.name)}</b>",
+            f"backend {html.escape(info.backend)} &times; {info.parallelism}",
+            f"algorithm {html.escape(opts.algo)}",
+            f"{direction} <code>{html.escape(opts.metric)}</code>",
+        ]
+        if result.parent_url:
+            parts.append(f'<a href="{html.escape(result.parent_url)}" target="_blank">MLflow run</a>')
+        return " &middot; ".join(parts)
+
+    def _status_html(self, result: TuneResult, running: int, now: float, final: bool) -> str:
+        counts = result.counts()
+        done, total = len(result.records), self.bar.max
+        elapsed = now - self._start
+        parts = [
+            f"<b>{done}/{total}</b> trials",
+            f"running {running}",
+            f"ok {counts['ok']}",
+            f"failed {counts['failed']}",
+            f"cancelled {counts['cancelled']}",
+            f"{clock(elapsed)} elapsed",
+        ]
+        if final:
+            parts.insert(0, f"<b>{html.escape(result.stop_reason)}</b>")
+        elif self.cancel_button.disabled:
+            parts.insert(0, "<b>cancelling</b>")
+        elif 0 < done < total:
+            parts.append(f"ETA {clock(elapsed / done * (total - done))}")
+        return '<span class="nbtune-counts">' + " &middot; ".join(parts) + "</span>"
+
+    @staticmethod
+    def _final_style(result: TuneResult) -> str:
+        if result.best_trial is None:
+            return "danger"
+        return _STYLE_BY_STOP.get(result.stop_reason, "danger")
+
+
+def _set_png(image: w.Image, png: bytes) -> None:
+    image.value = png
+    image.layout.display = ""

@@ -1,0 +1,184 @@
+"""The live dashboard: widget state as a front end receives it (recorded comms), no browser."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from conftest import run_tune
+from widget_comms import Comms, comms  # noqa: F401  (fixture)
+
+import nbtune
+from nbtune import _listeners
+from nbtune._dashboard import Dashboard
+from nbtune._dashboard_uievents import UiEvents
+from nbtune._events import Listener, SearchInfo
+from nbtune._options import TuneOptions
+from nbtune._progress import TextProgress
+from nbtune._records import TrialRecord
+from nbtune._result import TuneResult
+
+PNG = b"\x89PNG\r\n\x1a\n"
+QUAD = "x = 0.0  # tune: uniform(-2, 2)\ny = 1  # tune: choice(1, 2, 3)\nloss = (x - 0.5) ** 2 + y\n"
+FLAKY = (
+    "x = 0.0  # tune: uniform(-2, 2)\n"
+    "print('training with', x)\n"
+    "if x > 0.5:\n"
+    "    raise ValueError(f'x too large: {x:.3f}')\n"
+    "loss = x ** 2\n"
+)
+OPTS = {"backend": "local", "mlflow": False, "quiet": True}
+
+
+class FakeClock:
+    """A clock that moves `step` seconds each time it is read: throttling without timing."""
+
+    def __init__(self, step: float) -> None:
+        self._ticks = itertools.count()
+        self._step = step
+
+    def __call__(self) -> float:
+        return next(self._ticks) * self._step
+
+
+def run(cell: str, dashboard: Dashboard, extra: list[Listener] | None = None, **options) -> TuneResult:
+    return nbtune.tune(cell, {}, listeners=[dashboard, *(extra or [])], **{**OPTS, **options})
+
+
+def texts(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html).replace("&middot;", "·")
+
+
+def test_final_state_shows_full_progress_counts_best_params_and_a_success_bar(comms: Comms):
+    shown = []
+    dash = Dashboard(show=shown.append)
+    result = run(QUAD, dash, max_evals=12, seed=1)
+    assert shown == [dash.widget] and result.dashboard is dash
+    bar = comms.frontend_state(dash.bar)
+    assert (bar["value"], bar["max"], bar["bar_style"]) == (12, 12, "success")
+    status = texts(comms.frontend_state(dash.status)["value"])
+    assert "completed" in status and "12/12 trials" in status
+    assert "running 0" in status and "ok 12" in status and "failed 0" in status and "cancelled 0" in status
+    best = texts(comms.frontend_state(dash.best)["value"])
+    assert f"loss = {result.best_value:.4g}" in best
+    assert f"x={result.best_params['x']:.4g}" in best and f"y={result.best_params['y']}" in best
+    header = texts(comms.frontend_state(dash.header)["value"])
+    assert "backend local" in header and "algorithm tpe" in header and "minimise loss" in header
+    assert comms.frontend_state(dash.cancel_button)["layout"] is not None
+    assert dash.cancel_button.layout.display == "none"  # a finished search has nothing to cancel
+
+
+def test_table_lists_the_best_trial_first_then_the_newest(comms: Comms):
+    dash = Dashboard(show=lambda _: None)
+    result = run(QUAD, dash, max_evals=30, seed=2, algo="random")
+    table = comms.frontend_state(dash.table)["value"]
+    rows = re.findall(r'<tr class="nbtune-row-[^"]*">(.*?)</tr>', table)
+    numbers = [int(re.match(r"<td>(\d+)", row).group(1)) for row in rows]
+    best = result.best_trial.number
+    assert numbers[0] == best and "&#9733;" in rows[0]
+    assert numbers[1:] == [n for n in range(29, -1, -1) if n != best][:24]
+    assert "25 of 30 trials shown" in table and "_tune.to_pandas()" in table
+
+
+def test_failed_trials_show_their_error_expandable_to_traceback_and_output(comms: Comms):
+    dash = Dashboard(show=lambda _: None)
+    result = run(FLAKY, dash, max_evals=15, seed=4, algo="random")
+    failed = [r for r in result.records if r.status == "failed"]
+    assert failed and any(r.status == "ok" for r in result.records)
+    table = comms.frontend_state(dash.table)["value"]
+    row = re.search(rf'<tr class="nbtune-row-failed"><td>{failed[-1].number}</td>.*?</tr>', table, re.S).group(0)
+    assert '<details class="nbtune-trial-details"><summary>line 4: ValueError: x too large' in row
+    assert "Traceback (most recent call last)" in row and "raise ValueError" in row
+    assert "output:" in row and f"training with {failed[-1].params['x']}" in row
+    status = texts(comms.frontend_state(dash.status)["value"])
+    assert f"failed {len(failed)}" in status and "bar_style" not in status
+
+
+def test_plots_are_png_images_of_durations_the_metric_and_one_or_two_parameters(comms: Comms):
+    dash = Dashboard(show=lambda _: None)
+    run(QUAD, dash, max_evals=8, seed=3)
+    for image in (dash.histogram, dash.metric_plot, dash.param_plot):
+        state = comms.frontend_state(image)
+        assert state["value"].startswith(PNG) and state["format"] == "png"
+        assert image.layout.display == ""
+    three = QUAD.replace("loss =", "z = 1  # tune: randint(0, 3)\nloss = z +")
+    dash3 = Dashboard(show=lambda _: None)
+    run(three, dash3, max_evals=4, seed=3)
+    assert bytes(dash3.histogram.value).startswith(PNG) and dash3.param_plot.layout.display == "none"
+
+
+def test_a_thousand_fast_trials_send_a_few_messages_a_second_and_the_final_state_is_exact(comms: Comms):
+    # Each clock reading moves 1 ms: 1000 trials of "1 ms" take about 3 s on the dashboard's clock.
+    dash = Dashboard(show=lambda _: None, interval=0.25, plot_interval=2.0, clock=FakeClock(0.001))
+    options = TuneOptions(max_evals=1000, backend="local", mlflow=False)
+    result = TuneResult("loss", "min", ["x"])
+    dash.search_started(SearchInfo("fast", options, "local", 1, ["x"]), result)
+    opened = len(comms.messages)
+    for n in range(1000):
+        dash.trial_started(n, {"x": n / 1000})
+        record = TrialRecord(n, n, {"x": n / 1000}, "ok", (n - 600) ** 2, {}, 0.001, None, None, "", "h")
+        result.records.append(record)
+        dash.trial_finished(record)
+        dash.poll()
+    result.stop_reason = "completed"
+    dash.search_finished(result)
+    sent = comms.messages[opened:]
+    assert dash.draws <= 20  # a redraw every 0.25 s of 3 s, plus the first and the final
+    assert len(sent) <= 100 and {m[1]["method"] for m in sent} == {"update"}
+    assert comms.frontend_state(dash.bar)["value"] == 1000
+    assert "1000/1000 trials" in texts(comms.frontend_state(dash.status)["value"])
+    assert "trial 600" in texts(comms.frontend_state(dash.best)["value"])
+    plotted = [m for m in sent if m[0] == dash.histogram.model_id and m[2]]
+    assert 1 <= len(plotted) <= 3  # plots at most every 2 s, and the final one
+
+
+def test_cancel_click_stops_the_search_after_the_running_trial_and_keeps_finished_trials(comms: Comms):
+    dash = Dashboard(show=lambda _: None)
+
+    class ClickAfterThree(Listener):
+        def trial_finished(self, record: TrialRecord) -> None:
+            if record.number == 2:
+                comms.click(dash.cancel_button)  # the front end's message, through the button's comm
+
+    result = run("x = 0.0  # tune: uniform(0, 1)\nloss = x\n", dash, [ClickAfterThree()], max_evals=50)
+    assert result.stop_reason == "cancelled"
+    assert len(result.records) == 3 and all(r.status == "ok" for r in result.records)
+    assert comms.frontend_state(dash.bar)["bar_style"] == "warning"
+    assert "cancelled" in texts(comms.frontend_state(dash.status)["value"])
+    assert "when the running trial ends" in dash.cancel_button.tooltip  # what the local backend can promise
+
+
+def test_magic_in_a_kernel_shows_one_dashboard_and_the_result_points_to_it(ip, comms: Comms, monkeypatch):
+    shown = []
+    monkeypatch.setattr(_listeners, "in_widget_frontend", lambda: True)
+    monkeypatch.setattr("nbtune._dashboard._display", shown.append)
+    result = run_tune(ip, "--max-evals 5 --backend local --no-mlflow --seed 0", QUAD)
+    assert ip.user_ns["_tune"] is result
+    assert isinstance(result.dashboard, Dashboard) and shown == [result.dashboard.widget]
+    assert result.dashboard.bar.value == 5 and "dashboard" not in repr(result).lower()
+
+
+def test_outside_a_kernel_a_text_line_is_shown_and_quiet_shows_nothing():
+    assert [type(x) for x in _listeners.listeners_for(TuneOptions())] == [TextProgress]
+    assert _listeners.listeners_for(TuneOptions(quiet=True)) == []
+    assert [type(x) for x in _listeners.listeners_for(TuneOptions(quiet=True), show=print)] == [Dashboard]
+
+
+def test_ui_event_polling_outside_a_kernel_does_nothing():
+    events = UiEvents()
+    events.start()
+    assert not events.active
+    events.poll()
+    events.stop()
+
+
+@pytest.mark.parametrize("stop, style", [("completed", "success"), ("timeout", "warning"), ("error", "danger")])
+def test_the_bar_colour_says_how_the_search_ended(comms: Comms, stop, style):
+    dash = Dashboard(show=lambda _: None)
+    result = TuneResult("loss", "min", ["x"])
+    dash.search_started(SearchInfo("s", TuneOptions(max_evals=2), "local", 1, ["x"]), result)
+    result.records.append(TrialRecord(0, 0, {"x": 1}, "ok", 1.0, {}, 0.1, None, None, "", "h"))
+    result.stop_reason = stop
+    dash.search_finished(result)
+    assert comms.frontend_state(dash.bar)["bar_style"] == style
