@@ -2,18 +2,62 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
 from nbtune._errors import TuneUsageError
-from nbtune._executor import Executor
+from nbtune._events import Listener, SearchInfo
 from nbtune._local import LocalExecutor
-from nbtune._objective import Objective
+from nbtune._objective import Objective, check_picklable
 from nbtune._options import TuneOptions
+from nbtune._result import TuneResult
+from nbtune._search import Search
+from nbtune._space import SearchSpace
 
 
-def make_executor(options: TuneOptions, objective: Objective) -> Executor:
-    """The executor for the chosen backend."""
+def make_search(
+    objective: Objective,
+    space: SearchSpace,
+    options: TuneOptions,
+    namespace: Mapping[str, Any],
+    listeners: list[Listener],
+    info: SearchInfo | None = None,
+    result: TuneResult | None = None,
+) -> Search:
+    """A search on the chosen backend (auto: the active Spark session, else a local one, else here)."""
     backend = options.backend
-    if backend in ("spark", "sparktrials"):
-        raise TuneUsageError(f"--backend {backend} is not available in this version; use --backend local")
-    if backend == "local" and options.parallelism not in (None, 1):
-        raise TuneUsageError("--backend local runs one trial at a time; drop --parallelism or use --backend spark")
-    return LocalExecutor(objective)
+    if backend == "local":
+        if options.parallelism not in (None, 1):
+            raise TuneUsageError("--backend local runs one trial at a time; drop --parallelism or use --backend spark")
+        return Search(objective, space, options, LocalExecutor(objective), listeners, info, result)
+    from nbtune._spark_session import SparkUnavailable, active_session, start_local_session
+
+    spark = active_session(namespace)
+    if spark is None:
+        try:
+            spark = start_local_session()
+        except SparkUnavailable as exc:
+            if backend != "auto":
+                raise
+            warnings.warn(f"nbtune: {exc}; running trials in this process instead", RuntimeWarning, stacklevel=2)
+            return Search(objective, space, options, LocalExecutor(objective), listeners, info, result)
+    ship_check(objective)
+    if backend == "sparktrials":
+        from nbtune._sparktrials import SparkTrialsSearch
+
+        return SparkTrialsSearch(spark, objective, space, options, listeners, info)
+    from nbtune._spark_pool import SparkPoolExecutor
+
+    executor = SparkPoolExecutor(spark, objective, options.parallelism)
+    return Search(objective, space, options, executor, listeners, info, result)
+
+
+def ship_check(objective: Objective) -> None:
+    """Fail early, naming the variable, if the cell's inputs cannot be sent to Spark workers."""
+    if "get_ipython" in objective.captured:
+        raise TuneUsageError(
+            "the cell uses IPython syntax (!cmd or %magic), which runs only in the notebook: "
+            "move it to another cell or use --backend local"
+        )
+    check_picklable(objective.captured)

@@ -24,3 +24,7 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Release what the executor holds; safe to call twice."""
+
+
+class ExecutorError(Exception):
+    """The executor cannot go on (e.g. its workers cannot start); the search stops with this message."""

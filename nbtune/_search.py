@@ -13,7 +13,7 @@ from hyperopt.utils import coarse_utcnow
 
 from nbtune._errors import TuneUsageError
 from nbtune._events import Listener, Listeners, SearchInfo
-from nbtune._executor import Executor
+from nbtune._executor import Executor, ExecutorError
 from nbtune._objective import Objective
 from nbtune._options import TuneOptions
 from nbtune._records import TrialOutcome, TrialRecord, TrialRequest
@@ -66,12 +66,14 @@ class Search:
             backend=executor.name,
             parallelism=executor.slots,
             param_names=space.names,
+            source=objective.source,
         )
         self.result = result or TuneResult(options.metric, options.mode, space.names, options.log_metrics)
         self.result.backend, self.result.parallelism = executor.name, executor.slots
         self.result.max_evals = options.max_evals
         self._running: dict[int, _Running] = {}
         self._fatal: TrialOutcome | None = None
+        self._executor_error: str | None = None
 
     def run(self) -> TuneResult:
         """Run to completion or until a stop condition; return the result, never losing a finished trial."""
@@ -108,6 +110,10 @@ class Search:
             reason = "interrupted"
             self.executor.cancel()
             self._cancel_running("stopped: interrupted")
+        except ExecutorError as exc:
+            reason, self._executor_error = "error", str(exc)
+            self.executor.cancel()
+            self._cancel_running(f"stopped: {exc}")
         finally:
             self.executor.close()
             result.wall_time += time.monotonic() - start
@@ -215,6 +221,8 @@ class Search:
 
     def _raise_if_failed(self) -> None:
         result = self.result
+        if self._executor_error is not None:
+            raise SearchFailed(self._executor_error, result)
         if self._fatal is not None:
             raise SearchFailed(self._fatal.fatal or "the cell is wrong", result)
         failed = [r for r in result.records if r.status == "failed"]

@@ -100,7 +100,10 @@ class SearchSpace:
     def values(self, vals: Mapping[str, list[Any]]) -> dict[str, Any]:
         """Map a trial's `misc.vals` (indices for choices) to the user's values."""
         flat = {k: v[0] for k, v in vals.items() if len(v)}
-        evaluated = space_eval(self.hyperopt_space(), flat)
+        return self.convert(space_eval(self.hyperopt_space(), flat))
+
+    def convert(self, evaluated: Mapping[str, Any]) -> dict[str, Any]:
+        """Values hyperopt evaluated (choices resolved) in the types the user wrote."""
         if self.custom is not None:
             return dict(evaluated)
         return {p.name: p.convert(evaluated[p.name]) for p in self.params}

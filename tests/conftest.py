@@ -17,7 +17,18 @@ DATA_DIR = Path(os.environ.get("NBTUNE_DATA_DIR", ROOT.parent / "shared" / "data
 def _shell() -> InteractiveShell:
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "nbtune")
+    # MLflow costs seconds per search (import, a new sqlite store per temp dir); tests/test_tracking.py and
+    # tests/test_resume.py turn it on where it is the subject.
+    shell.run_line_magic("config", "TuneMagic.mlflow = False")
+    # `auto` starts Spark; only the Spark tests (tests/test_spark*.py) ask for it.
+    shell.run_line_magic("config", "TuneMagic.backend = 'local'")
     return shell
+
+
+@pytest.fixture(autouse=True)
+def _private_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any MLflow a test starts writes under its own temp dir, never the checkout's mlflow.db."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
 
 
 @pytest.fixture

@@ -1,0 +1,126 @@
+"""The driver's side of the trial pool: an authenticated channel that hands trials to workers.
+
+Workers connect back, prove they hold the search's secret (HMAC challenge, both ways,
+from `multiprocessing.connection`), receive the pickled objective once, then take trials
+one at a time and send back outcomes. Nothing is unpickled before authentication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from typing import Any
+
+from nbtune._records import TrialOutcome, TrialRequest
+
+log = logging.getLogger(__name__)
+_HANDSHAKE_TIMEOUT = 30.0  # seconds a connecting peer has to authenticate
+
+
+@dataclass
+class WorkerInfo:
+    """Who is on the other end of a connection."""
+
+    slot: int
+    host: str
+    pid: int
+
+
+class WorkerFailed(Exception):
+    """A worker could not start (e.g. the cell's variables do not load on the workers)."""
+
+
+class Coordinator:
+    """Listen for workers while a search runs; queue trials to them; collect outcomes."""
+
+    def __init__(self, host: str, objective_bytes: bytes) -> None:
+        self.secret = secrets.token_bytes(32)
+        self._objective = objective_bytes
+        self._listener = Listener((host, 0), family="AF_INET", authkey=None)  # auth is done per connection
+        self.address: tuple[str, int] = self._listener.address
+        self.pending: queue.Queue[TrialRequest] = queue.Queue()
+        self.outcomes: queue.Queue[TrialOutcome] = queue.Queue()
+        self.errors: queue.Queue[str] = queue.Queue()
+        self.workers: dict[int, WorkerInfo] = {}  # slot -> the worker currently serving it
+        self.refused = 0
+        self._closed = threading.Event()
+        self._connections: set[Connection] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="nbtune-coordinator", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn = self._listener.accept()
+            except OSError:
+                return  # the listener was closed
+            threading.Thread(target=self._serve, args=(conn,), name="nbtune-worker-conn", daemon=True).start()
+
+    def _authenticate(self, conn: Connection) -> bool:
+        # A peer that stalls mid-handshake only ties up its own thread; close() ends it.
+        timer = threading.Timer(_HANDSHAKE_TIMEOUT, conn.close)
+        timer.start()
+        try:
+            deliver_challenge(conn, self.secret)
+            answer_challenge(conn, self.secret)
+            return True
+        except Exception:
+            with self._lock:
+                self.refused += 1
+            return False
+        finally:
+            timer.cancel()
+
+    def _serve(self, conn: Connection) -> None:
+        with self._lock:
+            self._connections.add(conn)
+        try:
+            if self._authenticate(conn):
+                self._serve_worker(conn)
+        except (EOFError, OSError):
+            pass
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            conn.close()
+
+    def _serve_worker(self, conn: Connection) -> None:
+        hello: dict[str, Any] = conn.recv()
+        info = WorkerInfo(int(hello["slot"]), str(hello["host"]), int(hello["pid"]))
+        conn.send_bytes(self._objective)
+        ready = conn.recv()
+        if ready[0] == "error":  # the objective did not load on that worker
+            self.errors.put(str(ready[1]))
+            return
+        self.workers[info.slot] = info
+        while not self._closed.is_set():
+            try:
+                request = self.pending.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                conn.send(("trial", request))
+                outcome: TrialOutcome = conn.recv()
+            except (EOFError, OSError) as exc:
+                if not self._closed.is_set():
+                    lost = TrialOutcome(tid=request.tid, status="failed", lost=True, host=info.host)
+                    lost.error = f"the worker on {info.host} (pid {info.pid}) was lost: {type(exc).__name__}"
+                    self.outcomes.put(lost)
+                return
+            self.outcomes.put(outcome)
+
+    def close(self) -> None:
+        """Stop listening and drop every connection; workers then exit on their own."""
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.close()

@@ -1,0 +1,117 @@
+"""The Spark backend: a warm pool of long-lived Spark tasks that pull trials from the driver."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+import cloudpickle
+
+from nbtune._channel import Coordinator
+from nbtune._executor import ExecutorError
+from nbtune._objective import Objective
+from nbtune._records import TrialOutcome, TrialRequest
+from nbtune._spark_session import cancel_tag, coordinator_host, default_parallelism, job_tags
+from nbtune._worker import task_function
+
+_SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any trial
+
+
+class SparkPoolExecutor:
+    """P slots, each a one-task Spark job whose Python worker serves trials until the search ends.
+
+    A slot is its own job (not one job of P tasks) so that a worker that dies takes down only
+    its slot, which is then relaunched; its trial comes back to the driver as `lost`.
+    """
+
+    name = "spark"
+
+    def __init__(self, spark: Any, objective: Objective, parallelism: int | None = None) -> None:
+        self._spark = spark
+        cores = default_parallelism(spark)
+        self.slots = parallelism or cores
+        self._threads_per_worker = max(1, cores // self.slots)
+        self._coordinator = Coordinator(coordinator_host(spark), cloudpickle.dumps(objective))
+        self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
+        self._closing = threading.Event()
+        self.launches = 0
+        self._slot_threads = [
+            threading.Thread(target=self._run_slot, args=(slot,), name=f"nbtune-slot-{slot}", daemon=True)
+            for slot in range(self.slots)
+        ]
+        for thread in self._slot_threads:
+            thread.start()
+
+    @property
+    def workers(self) -> dict[int, Any]:
+        """Slot -> the worker (host, pid) serving it now."""
+        return dict(self._coordinator.workers)
+
+    def _run_slot(self, slot: int) -> None:
+        failures = 0
+        address, secret = self._coordinator.address, self._coordinator.secret
+        while not self._closing.is_set():
+            fn = task_function(address, secret, slot, self._threads_per_worker)
+            before = self._coordinator.workers.get(slot)
+            self.launches += 1
+            try:
+                with job_tags(self._spark, self.tag, f"{self.tag}-slot{slot}"):
+                    self._spark.range(1, numPartitions=1).mapInPandas(fn, "slot long, trials long").collect()
+            except Exception as exc:
+                if self._closing.is_set():
+                    return
+                served = self._coordinator.workers.get(slot) is not before
+                failures = 0 if served else failures + 1
+                if failures >= _SLOT_RETRIES:
+                    self._coordinator.errors.put(f"Spark could not run a pool task: {_first_line(exc)}")
+                    return
+                time.sleep(0.2 * failures)  # a crash loop should not spin
+                continue
+            if self._closing.is_set():
+                return
+
+    def submit(self, request: TrialRequest) -> None:
+        """Queue a trial for the next free worker."""
+        self._coordinator.pending.put(request)
+
+    def poll(self, timeout: float) -> list[TrialOutcome]:
+        """Outcomes streamed back by the workers since the last poll."""
+        with contextlib.suppress(queue.Empty):
+            error = self._coordinator.errors.get_nowait()
+            raise ExecutorError(error)
+        out: list[TrialOutcome] = []
+        with contextlib.suppress(queue.Empty):
+            out.append(self._coordinator.outcomes.get(timeout=timeout))
+            while True:
+                out.append(self._coordinator.outcomes.get_nowait())
+        return out
+
+    def cancel(self) -> None:
+        """Stop every running trial: close the channel and cancel the pool's Spark jobs."""
+        self._closing.set()
+        self._coordinator.close()
+        cancel_tag(self._spark, self.tag)
+
+    def close(self) -> None:
+        """End the pool; workers exit when the channel closes, stragglers are cancelled."""
+        self._closing.set()
+        self._coordinator.close()
+        deadline = time.monotonic() + 3.0
+        for thread in self._slot_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._slot_threads):
+            cancel_tag(self._spark, self.tag)  # e.g. a slot still waiting for an executor
+            for thread in self._slot_threads:
+                thread.join(5.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    for line in lines:  # Spark wraps the Python error deep inside a JVM message
+        if "Error:" in line and "py4j" not in line.lower():
+            return line.strip()
+    return lines[0].strip() if lines else type(exc).__name__
