@@ -7,7 +7,7 @@ import re
 
 import pytest
 from conftest import run_tune
-from widget_comms import Comms, comms  # noqa: F401  (fixture)
+from widget_comms import Comms, record_comms
 
 import nbtune
 from nbtune import _listeners
@@ -29,6 +29,11 @@ FLAKY = (
     "loss = x ** 2\n"
 )
 OPTS = {"backend": "local", "mlflow": False, "quiet": True}
+
+
+@pytest.fixture
+def comms(monkeypatch) -> Comms:
+    return record_comms(monkeypatch)
 
 
 class FakeClock:
@@ -160,9 +165,11 @@ def test_magic_in_a_kernel_shows_one_dashboard_and_the_result_points_to_it(ip, c
 
 
 def test_outside_a_kernel_a_text_line_is_shown_and_quiet_shows_nothing():
-    assert [type(x) for x in _listeners.listeners_for(TuneOptions())] == [TextProgress]
-    assert _listeners.listeners_for(TuneOptions(quiet=True)) == []
-    assert [type(x) for x in _listeners.listeners_for(TuneOptions(quiet=True), show=print)] == [Dashboard]
+    shown = [TextProgress, Dashboard]
+    assert [type(x) for x in _listeners.listeners_for(TuneOptions()) if type(x) in shown] == [TextProgress]
+    assert [x for x in _listeners.listeners_for(TuneOptions(quiet=True)) if type(x) in shown] == []
+    with_form = _listeners.listeners_for(TuneOptions(quiet=True), show=print)
+    assert [type(x) for x in with_form if type(x) in shown] == [Dashboard]
 
 
 def test_ui_event_polling_outside_a_kernel_does_nothing():
@@ -182,3 +189,98 @@ def test_the_bar_colour_says_how_the_search_ended(comms: Comms, stop, style):
     result.stop_reason = stop
     dash.search_finished(result)
     assert comms.frontend_state(dash.bar)["bar_style"] == style
+
+
+# -- in a real kernel ---------------------------------------------------------------------------
+
+SLOW_CELL = "x = 0.0  # tune: uniform(0, 1)\ntime.sleep(0.05)\nloss = x\n"
+
+
+def _widget_states(nb) -> dict[str, dict]:
+    return nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+
+
+def _by_class(states: dict[str, dict], css: str) -> dict:
+    (found,) = [m for m in states.values() if css in m["state"].get("_dom_classes", [])]
+    return found
+
+
+def test_notebook_run_by_nbclient_saves_the_finished_dashboard_in_its_widget_state(tmp_path):
+    import base64
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbtune\nimport time"),
+        nbformat.v4.new_code_cell("%%tune --backend local --no-mlflow --max-evals 12 --seed 5\n" + QUAD),
+        nbformat.v4.new_code_cell("b = _tune.best_params\nprint(f\"{b['x']:.4g} {b['y']} {len(_tune.records)}\")"),
+    ]
+    NotebookClient(nb, timeout=300, store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    states = _widget_states(nb)
+    bar = _by_class(states, "nbtune-progress")["state"]
+    assert (bar["value"], bar["max"], bar["bar_style"]) == (12, 12, "success")
+    assert "12/12</b> trials" in _by_class(states, "nbtune-status")["state"]["value"]
+    best_text = _by_class(states, "nbtune-best")["state"]["value"]
+    x, y, count = nb.cells[2].outputs[0]["text"].split()
+    assert count == "12" and f"<b>x</b>={x}" in best_text and f"<b>y</b>={y}" in best_text
+    for css in ("nbtune-histogram", "nbtune-metric-plot", "nbtune-param-plot"):
+        image = _by_class(states, css)
+        assert base64.b64decode(image["buffers"][0]["data"]).startswith(PNG)
+    outputs = nb.cells[1].outputs
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    dashboard = _by_class(states, "nbtune-dashboard")
+    assert [v["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for v in views] == [
+        next(k for k, m in states.items() if m is dashboard)
+    ]
+
+
+def test_a_cancel_click_reaches_a_running_tune_cell_in_a_kernel_without_subshells(tmp_path):
+    # nbclient and VS Code send widget messages on the main shell, which is busy running the
+    # cell: the dashboard must read them itself. (JupyterLab's subshell route is the browser test.)
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        _run(kc, "%load_ext nbtune\nimport time")
+        tune_id = kc.execute("%%tune --backend local --no-mlflow --max-evals 300 --algo random\n" + SLOW_CELL)
+        cancel_id, progress_id, clicked = None, None, False
+        while True:
+            msg = kc.get_iopub_msg(timeout=120)
+            content = msg["content"]
+            if msg["msg_type"] == "comm_open":
+                state = content["data"]["state"]
+                if state.get("description") == "Cancel":
+                    cancel_id = content["comm_id"]
+                if state.get("_model_name") == "IntProgressModel":
+                    progress_id = content["comm_id"]
+            elif msg["msg_type"] == "comm_msg" and content["comm_id"] == progress_id and not clicked:
+                if content["data"].get("state", {}).get("value", 0) >= 3:
+                    click = {"method": "custom", "content": {"event": "click"}}
+                    kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": cancel_id, "data": click}))
+                    clicked = True
+            elif msg["parent_header"].get("msg_id") == tune_id and content.get("execution_state") == "idle":
+                break
+        assert clicked
+        stop, count = _run(kc, "print(_tune.stop_reason, len(_tune.records))").split()
+        assert stop == "cancelled" and 3 <= int(count) < 300
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _run(kc, code: str) -> str:
+    """Execute code in the kernel and return its printed output."""
+    reply = kc.execute_interactive(code, timeout=120, output_hook=(out := _Collect()))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return out.text
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __call__(self, msg) -> None:
+        if msg["msg_type"] == "stream":
+            self.text += msg["content"]["text"]

@@ -70,9 +70,8 @@ class Comms:
         self.comms[button.model_id].deliver({"method": "custom", "content": {"event": "click"}})
 
 
-@pytest.fixture
-def comms(monkeypatch: pytest.MonkeyPatch) -> Comms:
-    """Widgets created in the test talk to recording comms."""
+def record_comms(monkeypatch: pytest.MonkeyPatch) -> Comms:
+    """From now on in this test, widgets talk to recording comms."""
     recorder = Comms()
     monkeypatch.setattr(comm, "create_comm", recorder.create)
     return recorder
