@@ -82,8 +82,8 @@ class Coordinator:
         try:
             if self._authenticate(conn):
                 self._serve_worker(conn)
-        except (EOFError, OSError):
-            pass
+        except (EOFError, OSError, TypeError):
+            pass  # the peer or close() hung up
         finally:
             with self._lock:
                 self._connections.discard(conn)
@@ -106,7 +106,7 @@ class Coordinator:
             try:
                 conn.send(("trial", request))
                 outcome: TrialOutcome = conn.recv()
-            except (EOFError, OSError) as exc:
+            except (EOFError, OSError, TypeError) as exc:  # TypeError: closed under us by close()
                 if not self._closed.is_set():
                     lost = TrialOutcome(tid=request.tid, status="failed", lost=True, host=info.host)
                     lost.error = f"the worker on {info.host} (pid {info.pid}) was lost: {type(exc).__name__}"

@@ -1,0 +1,227 @@
+"""The Spark backend on a real local[2] session: the warm pool, failures, timeouts, cancel, faults."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import AuthenticationError, Client
+
+import pytest
+from spark_fixtures import active_jobs, local_spark  # noqa: F401 - fixture
+
+import nbtune
+from nbtune import UsageError
+from nbtune._channel import Coordinator
+from nbtune._events import Listener, SearchInfo
+from nbtune._records import TrialOutcome
+
+pytestmark = pytest.mark.spark
+
+SLEEPY = "import time\nx = 1.0  # tune: uniform(0, 1)\ntime.sleep(nap)\nloss = x\n"
+
+
+def spark_tune(spark, cell, ns=None, **options):
+    options.setdefault("quiet", True)
+    options.setdefault("mlflow", False)
+    return nbtune.tune(cell, {"spark": spark, **(ns or {})}, backend="spark", **options)
+
+
+class CancelAfter(Listener):
+    """Press the dashboard's Cancel (SearchInfo.cancel) once n trials have finished."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.info, self.finished, self.cancelled_at = n, None, 0, None
+
+    def search_started(self, info: SearchInfo, result) -> None:
+        self.info = info
+
+    def trial_finished(self, record) -> None:
+        self.finished += 1
+        if self.finished == self.n:
+            self.cancelled_at = time.monotonic()
+            self.info.cancel()
+
+
+def test_results_have_the_same_shape_as_the_local_backend(local_spark):
+    cell = "a = 1  # tune: randint(0, 5)\nb = 'x'  # tune: choice('x', 'y')\nprint('hi', a)\nacc = a\nloss = -acc\n"
+    on_spark = spark_tune(local_spark, cell, max_evals=6, log_metrics="acc", seed=1)
+    local = nbtune.tune(cell, max_evals=6, log_metrics="acc", seed=1, quiet=True, mlflow=False, backend="local")
+    assert list(on_spark.to_pandas().columns) == list(local.to_pandas().columns)
+    assert on_spark.backend == "spark" and on_spark.parallelism == 2
+    assert {r.status for r in on_spark.records} == {"ok"} and len(on_spark.trials.trials) == 6
+    assert all(r.output == f"hi {r.params['a']}\n" for r in on_spark.records)  # worker stdout comes back
+    assert all(isinstance(r.params["a"], int) and r.params["b"] in ("x", "y") for r in on_spark.records)
+
+
+def test_trials_run_in_parallel_on_warm_workers_that_keep_their_state(local_spark):
+    cell = "import os, time\nx = 1.0  # tune: uniform(0, 1)\ntime.sleep(0.3)\npid = os.getpid()\nloss = x\n"
+    result = spark_tune(local_spark, cell, max_evals=10, log_metrics="pid")
+    pids = {r.log_metrics["pid"] for r in result.records}
+    assert len(pids) == 2 and os.getpid() not in pids  # two long-lived workers served all ten trials
+
+
+def test_notebook_variables_are_shipped_once_per_worker_not_per_trial(local_spark, tmp_path):
+    log = tmp_path / "unpickled.log"
+
+    class Counted:
+        def __init__(self, path):
+            self.path = str(path)
+
+        def __setstate__(self, state):
+            self.__dict__.update(state)
+            with open(self.path, "a") as f:
+                f.write("x\n")
+
+    cell = "x = 1.0  # tune: uniform(0, 1)\nbig = data.path\nloss = x\n"
+    result = spark_tune(local_spark, cell, {"data": Counted(log)}, max_evals=12)
+    assert len(result.records) == 12
+    assert len(log.read_text().splitlines()) == 2  # once for each of the two workers
+
+
+def test_each_worker_limits_numeric_threads_to_its_share_of_the_cores(local_spark):
+    cell = "import os\nx = 1.0  # tune: uniform(0, 1)\nthreads = int(os.environ['OMP_NUM_THREADS'])\nloss = x\n"
+    result = spark_tune(local_spark, cell, max_evals=2, log_metrics="threads")
+    assert {r.log_metrics["threads"] for r in result.records} == {1}  # 2 cores, 2 slots
+
+
+def test_a_failing_trial_on_a_worker_is_recorded_with_its_traceback(local_spark):
+    cell = "x = 1.0  # tune: uniform(0, 1)\nif x > 0.5:\n    raise ValueError('too big')\nloss = x\n"
+    result = spark_tune(local_spark, cell, max_evals=12, seed=2)
+    failed = [r for r in result.records if r.status == "failed"]
+    assert failed and len(result.records) == 12
+    assert failed[0].error == "line 3: ValueError: too big"
+    assert "raise ValueError('too big')" in failed[0].traceback
+
+
+def test_trial_timeout_ends_one_trial_on_a_worker_and_the_search_goes_on(local_spark):
+    cell = "import time\nx = 1.0  # tune: uniform(0, 1)\nif x > 0.4:\n    time.sleep(60)\nloss = x\n"
+    result = spark_tune(local_spark, cell, max_evals=10, trial_timeout=1, seed=5)
+    slow = [r for r in result.records if r.params["x"] > 0.4]
+    assert slow and all(r.status == "failed" and "trial-timeout" in r.error for r in slow)
+    assert len(result.records) == 10
+
+
+def test_timeout_stops_the_spark_jobs_and_keeps_finished_trials(local_spark):
+    result = spark_tune(local_spark, SLEEPY, {"nap": 0.4}, max_evals=200, timeout=4)
+    assert result.stop_reason == "timeout"
+    assert sum(r.status == "ok" for r in result.records) >= 4
+    time.sleep(1)
+    assert active_jobs(local_spark) == []
+
+
+def test_cancel_stops_the_search_within_seconds_and_the_next_search_works(local_spark):
+    canceller = CancelAfter(3)
+    result = nbtune.tune(
+        SLEEPY,
+        {"spark": local_spark, "nap": 1.0},
+        backend="spark",
+        max_evals=50,
+        quiet=True,
+        mlflow=False,
+        listeners=[canceller],
+    )
+    stopped = time.monotonic() - canceller.cancelled_at
+    assert result.stop_reason == "cancelled" and stopped < 5
+    assert sum(r.status == "ok" for r in result.records) >= 3
+    deadline = time.monotonic() + 5
+    while active_jobs(local_spark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert active_jobs(local_spark) == []
+    again = spark_tune(local_spark, SLEEPY, {"nap": 0.05}, max_evals=4)
+    assert [r.status for r in again.records] == ["ok"] * 4
+
+
+def test_a_kernel_interrupt_cancels_the_spark_jobs_and_keeps_finished_trials(local_spark):
+    timer = threading.Timer(6.0, _thread.interrupt_main)
+    timer.start()
+    try:
+        result = spark_tune(local_spark, SLEEPY, {"nap": 0.5}, max_evals=500)
+    finally:
+        timer.cancel()
+    assert result.stop_reason == "interrupted"
+    assert sum(r.status == "ok" for r in result.records) >= 2
+    deadline = time.monotonic() + 5
+    while active_jobs(local_spark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert active_jobs(local_spark) == []
+
+
+def test_a_killed_worker_loses_no_trial_and_the_search_completes(local_spark, tmp_path):
+    marker = tmp_path / "killed"
+    cell = (
+        "import os, time\n"
+        "x = 1.0  # tune: uniform(0, 1)\n"
+        "if trial_no() == 5 and not os.path.exists(marker):\n"
+        "    open(marker, 'w').close()\n"
+        "    os.kill(os.getpid(), 9)\n"
+        "time.sleep(0.2)\n"
+        "loss = x\n"
+    )
+    counter = tmp_path / "count"
+
+    def trial_no(path=str(counter)):
+        with open(path, "a") as f:
+            f.write("x")
+        with open(path) as f:
+            return len(f.read())
+
+    result = spark_tune(local_spark, cell, {"marker": str(marker), "trial_no": trial_no}, max_evals=12)
+    assert marker.exists()
+    assert len(result.records) == 12 and all(r.status == "ok" for r in result.records)
+    assert max(r.attempts for r in result.records) == 2  # the trial the dead worker held ran again
+
+
+def test_a_variable_that_cannot_be_sent_to_workers_is_a_usage_error_naming_it(local_spark):
+    with pytest.raises(UsageError, match=r"variable 'lock' \(lock\) cannot be sent to the workers"):
+        spark_tune(
+            local_spark, "x = 1.0  # tune: uniform(0, 1)\nwith lock:\n    loss = x\n", {"lock": threading.Lock()}
+        )
+    assert active_jobs(local_spark) == []
+
+
+def test_auto_uses_the_active_session_and_its_parallelism(local_spark):
+    result = nbtune.tune(SLEEPY, {"nap": 0.01}, max_evals=3, quiet=True, mlflow=False)  # no `spark` variable
+    assert result.backend == "spark" and result.parallelism == 2
+
+
+def test_sparktrials_backend_runs_hyperopts_sparktrials_with_the_same_result_shape(local_spark):
+    cell = "x = 1.0  # tune: uniform(0, 1)\nk = 1  # tune: choice(1, 2)\nloss = x * k\n"
+    result = nbtune.tune(cell, {"spark": local_spark}, backend="sparktrials", max_evals=4, quiet=True, mlflow=False)
+    assert result.backend == "sparktrials" and len(result.records) == 4
+    assert {r.params["k"] for r in result.records} <= {1, 2}
+    assert list(result.to_pandas().columns)[:4] == ["trial", "status", "loss", "duration"]
+
+
+def test_the_channel_refuses_a_client_without_the_secret_and_takes_no_results_from_it():
+    coordinator = Coordinator("127.0.0.1", b"objective")
+    try:
+        with pytest.raises((AuthenticationError, EOFError, ConnectionError)):
+            Client(coordinator.address, family="AF_INET", authkey=b"not the secret")
+        import pickle
+        import socket
+
+        forged = pickle.dumps(TrialOutcome(tid=0, status="ok", value=-1e9))
+        with socket.create_connection(coordinator.address) as raw:
+            raw.sendall(len(forged).to_bytes(4, "big") + forged)
+            time.sleep(0.5)
+        deadline = time.monotonic() + 5
+        while coordinator.refused < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert coordinator.refused == 2
+        assert coordinator.outcomes.empty() and coordinator.workers == {}
+        ok = Client(coordinator.address, family="AF_INET", authkey=coordinator.secret)
+        ok.send({"slot": 0, "host": "h", "pid": 1})
+        assert ok.recv_bytes() == b"objective"  # the real secret is let in
+        ok.close()
+    finally:
+        coordinator.close()
+
+
+def test_the_channel_stops_listening_when_the_search_ends():
+    coordinator = Coordinator("127.0.0.1", b"x")
+    coordinator.close()
+    with pytest.raises(OSError):
+        Client(coordinator.address, family="AF_INET", authkey=coordinator.secret)
