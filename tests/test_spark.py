@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _thread
 import os
-import signal
 import threading
 import time
 from multiprocessing.connection import AuthenticationError, Client
