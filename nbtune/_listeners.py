@@ -7,6 +7,8 @@ from typing import Any
 
 from nbtune._dashboard_uievents import in_widget_frontend
 from nbtune._events import Listener
+from nbtune._lab import LabListener
+from nbtune._lab import active as lab_active
 from nbtune._options import TuneOptions
 from nbtune._progress import TextProgress
 from nbtune._tracking import MlflowTracker
@@ -26,4 +28,6 @@ def listeners_for(options: TuneOptions, show: Callable[[Any], Any] | None = None
         listeners.append(Dashboard(show=show))
     elif not options.quiet:
         listeners.append(TextProgress())
+    if lab_active():  # JupyterLab's Tuning panel; after MLflow, so the final update has the run links
+        listeners.append(LabListener())
     return listeners

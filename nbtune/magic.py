@@ -14,6 +14,7 @@ from nbtune._backends import make_executor
 from nbtune._cell import parse_cell
 from nbtune._errors import TuneUsageError, one_line_errors
 from nbtune._flags import parse_flags
+from nbtune._lab import register as register_lab_comm
 from nbtune._listeners import listeners_for
 from nbtune._objective import build_objective
 from nbtune._options import ALGOS, BACKENDS, MODES, TuneOptions
@@ -117,3 +118,4 @@ def _show_first_traceback(result: TuneResult) -> None:
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (`%load_ext nbtune`)."""
     ipython.register_magics(TuneMagic)
+    register_lab_comm(ipython)  # the JupyterLab extension's comm target; a no-op outside a kernel
