@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-export NBTUNE_DATA_DIR ?= $(abspath ../shared/data/fashion-mnist)
+# The project's copy of Fashion-MNIST when there is one; else nbtune uses keras's cache or download.
+export NBTUNE_DATA_DIR ?= $(if $(wildcard ../shared/data/fashion-mnist),$(abspath ../shared/data/fashion-mnist))
 
 .PHONY: venv test lint typecheck pytest demo java lock clean
 
@@ -33,7 +34,7 @@ pytest: venv java
 test: lint typecheck pytest
 
 demo: venv java
-	$(PY) -m nbtune.demo
+	$(PY) scripts/demo.py
 
 # Refresh constraints.txt from the environment that the tests passed in.
 lock: venv
