@@ -1,0 +1,179 @@
+"""`--resume`: rebuild a search's TuneResult (records and hyperopt Trials) from its MLflow runs alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from hyperopt import Trials, base
+
+from nbtune._errors import TuneUsageError
+from nbtune._mlflow_links import RunLinks, links_for, on_databricks
+from nbtune._options import TuneOptions
+from nbtune._records import TrialRecord
+from nbtune._result import TuneResult
+from nbtune._space import SearchSpace
+from nbtune._tracking import CELL_HASH_TAG, cell_hash, default_experiment
+
+_STATES = {"ok": base.JOB_STATE_DONE, "failed": base.JOB_STATE_ERROR}
+
+
+def tracking_setup(
+    options: TuneOptions, namespace: Mapping[str, Any], source: str, space: SearchSpace
+) -> tuple[TuneOptions, TuneResult | None]:
+    """Fill in the default experiment and, with --resume, load the earlier search to continue."""
+    if not options.mlflow:
+        if options.resume is not None:
+            raise TuneUsageError("--resume reads the earlier search from MLflow; drop --no-mlflow")
+        return options, None
+    if options.experiment is None and not on_databricks():  # Databricks: the notebook's own experiment
+        options = options.replace(experiment=default_experiment(namespace))
+    if options.resume is None:
+        return options, None
+    if options.backend == "sparktrials":  # SparkTrials keeps its own Trials object: nothing to pre-fill
+        raise TuneUsageError("--resume works with --backend auto, local or spark, not sparktrials")
+    return options, load_search(options, source, space)
+
+
+def load_search(options: TuneOptions, source: str, space: SearchSpace) -> TuneResult | None:
+    """The search to continue (`--resume RUN_ID`, or the last one of this cell), None if there is none yet."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=options.tracking_uri)
+    if options.resume:
+        try:
+            parent = client.get_run(options.resume)
+        except MlflowException:
+            raise TuneUsageError(f"--resume {options.resume}: no such MLflow run in {client.tracking_uri}") from None
+        if parent.data.tags.get("mlflow.parentRunId"):
+            raise TuneUsageError(f"--resume {options.resume} is one trial's run; pass its search's (parent) run id")
+        if CELL_HASH_TAG not in parent.data.tags:
+            raise TuneUsageError(f"--resume {options.resume} is not a %%tune search")
+    else:
+        parent = _last_search(client, options, cell_hash(source))
+        if parent is None:
+            if not options.quiet:
+                print(f"nbtune: no earlier search of this cell in experiment '{options.experiment}'; starting one")
+            return None
+    stored_metric = parent.data.tags.get("nbtune.metric", options.metric)
+    if stored_metric != options.metric:
+        raise TuneUsageError(
+            f"--resume: run {parent.info.run_id} optimised '{stored_metric}', this search '{options.metric}'"
+        )
+    links = links_for(client.tracking_uri, options.mlflow_ui_url)
+    result = rebuild(_children(client, parent), options, space, links)
+    result.parent_run_id = parent.info.run_id
+    result.parent_url = links.run_url(parent.info.experiment_id, parent.info.run_id)
+    result.wall_time = float(parent.data.metrics.get("wall_time", 0.0))
+    if not options.quiet:
+        print(f"nbtune: resuming run {parent.info.run_id} with {len(result.records)} earlier trials")
+    return result
+
+
+def _last_search(client: Any, options: TuneOptions, digest: str) -> Any:
+    if options.experiment is None:
+        from mlflow.tracking.fluent import _get_experiment_id
+
+        experiment_id = str(_get_experiment_id())
+    else:
+        experiment = client.get_experiment_by_name(options.experiment)
+        if experiment is None:
+            return None
+        experiment_id = experiment.experiment_id
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{CELL_HASH_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _children(client: Any, parent: Any) -> list[Any]:
+    """Every child run of a parent run, all pages."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def rebuild(children: list[Any], options: TuneOptions, space: SearchSpace, links: RunLinks) -> TuneResult:
+    """Records and hyperopt docs from finished child runs (ok and failed; cancelled ones are run again)."""
+    result = TuneResult(options.metric, options.mode, space.names, options.log_metrics)
+    finished = [r for r in children if r.data.tags.get("nbtune.status") in _STATES and "nbtune.vals" in r.data.tags]
+    finished.sort(key=lambda r: (int(r.data.tags.get("nbtune.trial", 0)), r.info.start_time or 0))
+    trials: Trials = result.trials
+    tids = trials.new_trial_ids(len(finished))  # reserved, so new trials never reuse an id
+    docs = []
+    for number, (tid, run) in enumerate(zip(tids, finished, strict=True)):
+        record, doc = _trial(number, tid, run, options, space, trials)
+        record.mlflow_run_id = run.info.run_id
+        record.mlflow_url = links.run_url(run.info.experiment_id, run.info.run_id)
+        result.records.append(record)
+        docs.append(doc)
+    trials.insert_trial_docs(docs)
+    trials.refresh()
+    return result
+
+
+def _trial(
+    number: int, tid: int, run: Any, options: TuneOptions, space: SearchSpace, trials: Trials
+) -> tuple[TrialRecord, dict[str, Any]]:
+    tags, metrics = run.data.tags, run.data.metrics
+    vals: dict[str, list[Any]] = json.loads(tags["nbtune.vals"])
+    try:
+        if space.custom is None and set(vals) != set(space.names):
+            raise KeyError(sorted(vals))
+        params = space.values(vals)
+    except Exception:
+        raise TuneUsageError(
+            f"--resume: the search space changed since run {tags.get('mlflow.parentRunId')}; start a new search"
+        ) from None
+    status = tags["nbtune.status"]
+    value = metrics.get(options.metric)
+    if status == "ok" and value is None:
+        status = "failed"  # the metric never reached MLflow: the trial cannot teach the algorithm
+    duration = float(metrics.get("duration", 0.0))
+    log_metrics: dict[str, Any] = {}
+    for name in options.log_metrics:
+        if name in metrics:
+            log_metrics[name] = metrics[name]
+        elif f"log.{name}" in tags:
+            log_metrics[name] = tags[f"log.{name}"]
+    error = tags.get("nbtune.error")
+    record = TrialRecord(
+        number, tid, params, status, value, log_metrics, duration, error, None, "", tags.get("nbtune.host", "")
+    )
+    if status == "ok" and value is not None:
+        loss = value if options.mode == "min" else -value
+        outcome = {"status": base.STATUS_OK, "loss": loss, options.metric: value, "duration": duration}
+        outcome.update({f"log_{k}": v for k, v in log_metrics.items()})
+    else:
+        outcome = {"status": base.STATUS_FAIL, "error": error or "", "duration": duration}
+    misc: dict[str, Any] = {"tid": tid, "cmd": None, "workdir": None}
+    misc["idxs"] = {k: [tid] if v else [] for k, v in vals.items()}
+    misc["vals"] = vals
+    if outcome["status"] == base.STATUS_FAIL:
+        misc["error"] = (status, error or "")
+    doc = trials.new_trial_docs([tid], [None], [outcome], [misc])[0]
+    doc["state"] = _STATES[status]
+    doc["book_time"] = _time(run.info.start_time)
+    doc["refresh_time"] = _time(run.info.end_time)
+    return record, doc
+
+
+def _time(ms: int | None) -> dt.datetime | None:
+    # hyperopt keeps naive UTC datetimes (coarse_utcnow)
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).replace(tzinfo=None) if ms else None

@@ -1,0 +1,403 @@
+"""MLflow tracking: a parent run per search, a child run per trial, written by a background thread.
+
+The search only puts events on a queue; one writer thread imports MLflow, creates the runs and
+logs each trial with a single `log_batch`, so a slow or unreachable store never delays a trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import queue
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nbtune._events import Listener, SearchInfo
+from nbtune._mlflow_links import RunLinks, links_for
+from nbtune._options import TuneOptions
+from nbtune._records import TrialRecord
+from nbtune._result import TuneResult
+
+# A call to a remote store that makes no progress for this long counts as an outage: tracking stops, the
+# search goes on. (MLflow's HTTP client retries a refused connection for minutes: waiting for its error is
+# no option.) Local stores (sqlite, files) fail fast when they fail, but can be slow on a busy machine
+# (creating a new mlflow.db took 25 s here under load), so they are never timed out.
+STALL_SECONDS = 30.0
+CELL_HASH_TAG = "nbtune.cell_hash"
+_PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
+_RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+_FLAGS = (
+    *("max_evals", "parallelism", "backend", "algo", "metric", "mode", "seed", "timeout", "trial_timeout"),
+    *("max_failures", "early_stop", "space", "log_metrics"),
+)
+
+
+class TrackingWarning(RuntimeWarning):
+    """MLflow tracking stopped during a search (the search itself went on)."""
+
+
+def cell_hash(source: str) -> str:
+    """What identifies "the same cell" across kernel restarts: a hash of its source."""
+    text = "\n".join(line.rstrip() for line in source.strip().splitlines())
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def default_experiment(namespace: Mapping[str, Any]) -> str:
+    """The notebook's name when the kernel knows it (Jupyter, VS Code), else `nbtune`."""
+    candidates = (namespace.get("__session__"), namespace.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"))
+    for found in candidates:
+        if isinstance(found, str) and found.strip():
+            stem = Path(found.strip()).stem
+            if stem:
+                return stem
+    return "nbtune"
+
+
+def run_name(options: TuneOptions, info: SearchInfo) -> str:
+    """--run-name, else the cell's first comment line, else the metric and the parameters."""
+    if options.run_name:
+        return options.run_name
+    for line in info.source.splitlines():
+        text = line.strip()
+        if text.startswith("#") and not text.lstrip("# ").startswith("tune:") and text.lstrip("# "):
+            return text.lstrip("# ")[:80]
+        if text:
+            break
+    return f"{options.metric} over {', '.join(info.param_names)}"[:80]
+
+
+def _short(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def plain_vals(vals: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The `misc.vals` of a hyperopt doc with numpy scalars as plain numbers (JSON-ready)."""
+    return {k: [int(v) if isinstance(v, numbers.Integral) else float(v) for v in vs] for k, vs in vals.items()}
+
+
+class MlflowTracker(Listener):
+    """Logs a search to MLflow from a writer thread; warns once and steps aside if the store fails."""
+
+    def __init__(self, options: TuneOptions) -> None:
+        self._options = options
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._busy_since: float | None = None  # when the writer's current call to a remote store began
+        self._abandoned = False
+        self._remote = False
+        self._error: str | None = None
+        self._warned = False
+        self._result: TuneResult | None = None
+        self._info: SearchInfo | None = None
+        self._client: Any = None
+        self._store: Any = None
+        self._links = RunLinks(None)
+        self._experiment_id = ""
+        self._parent_id = ""
+        self._runs: dict[int, str] = {}  # trial number -> child run id
+        self._best_logged: float | None = None
+        self._search_id = uuid.uuid4().hex
+        self._thread: threading.Thread | None = None
+
+    # -- the search's side: never blocks, never raises ------------------------------------------
+
+    def search_started(self, info: SearchInfo, result: TuneResult) -> None:
+        """Start the writer (it imports MLflow and opens the parent run off the search's path)."""
+        self._info, self._result = info, result
+        self._thread = threading.Thread(target=self._write, name="nbtune-mlflow", daemon=True)
+        self._thread.start()
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        """Queue the child run's creation."""
+        self._queue.put(("start", number, _now_ms()))
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        """Queue the trial's parameters, metrics and tags (one `log_batch`)."""
+        self._queue.put(("finish", record, self._vals(record.tid), _now_ms()))
+
+    def poll(self) -> None:
+        """Notice an outage while the search runs, so the warning comes when it happens."""
+        self._check()
+
+    def search_finished(self, result: TuneResult) -> None:
+        """Queue the summary and artifacts, then wait until the writer is done (or the store is down)."""
+        self._queue.put(("end", _now_ms()))
+        try:
+            while not self._done.wait(0.1):
+                if self._check():
+                    break
+        except KeyboardInterrupt:
+            self._give_up("interrupted while writing the last runs")
+        self._check()
+
+    def _vals(self, tid: int) -> dict[str, list[Any]]:
+        trials = self._result.trials if self._result is not None else None
+        for doc in reversed(getattr(trials, "_dynamic_trials", [])):
+            if doc["tid"] == tid:
+                return plain_vals(doc["misc"]["vals"])
+        return {}
+
+    def _check(self) -> bool:
+        """Warn (once) about an error or a stalled store; True if tracking is over."""
+        busy = self._busy_since
+        if not self._abandoned and busy is not None and time.monotonic() - busy > STALL_SECONDS:
+            self._give_up(f"the store did not answer for {STALL_SECONDS:.0f} s")
+        if self._error is not None and not self._warned:
+            self._warned = True
+            out = self._options.out
+            warnings.warn(
+                f"nbtune: MLflow tracking stopped ({self._error}); the search goes on and every trial is in `{out}`",
+                TrackingWarning,
+                stacklevel=2,
+            )
+        return self._abandoned or self._done.is_set()
+
+    def _give_up(self, why: str) -> None:
+        self._abandoned = True
+        self._error = self._error or why
+
+    # -- the writer thread --------------------------------------------------------------------
+
+    def _write(self) -> None:
+        try:
+            self._open()
+            while not self._abandoned:
+                events = [self._queue.get()]
+                while True:
+                    try:
+                        events.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                for event in events:
+                    if self._abandoned:
+                        return
+                    self._busy_since = time.monotonic() if self._remote else None
+                    if event[0] == "start":
+                        self._start_child(event[1], event[2])
+                    elif event[0] == "finish":
+                        self._finish_child(event[1], event[2], event[3])
+                    else:
+                        self._close(event[1])
+                        return
+                    self._busy_since = None
+                self._log_best()
+        except Exception as exc:
+            if not self._abandoned:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                self._error = f"{type(exc).__name__}: {_short(first, 200)}"
+        finally:
+            self._busy_since = None
+            self._done.set()
+
+    def _open(self) -> None:
+        """Import MLflow, then open the parent run (a new one, or the resumed search's)."""
+        import matplotlib.backends.backend_agg  # noqa: F401  # loaded now so the end of a search need not wait
+        from mlflow.tracking import MlflowClient
+
+        assert self._info is not None and self._result is not None
+        client = MlflowClient(tracking_uri=self._options.tracking_uri)
+        self._remote = client.tracking_uri.startswith(("http:", "https:", "databricks"))
+        self._busy_since = time.monotonic() if self._remote else None
+        self._client = client
+        self._store = getattr(getattr(client, "_tracking_client", None), "store", None)
+        self._links = links_for(client.tracking_uri, self._options.mlflow_ui_url)
+        info, result, opts = self._info, self._result, self._options
+        flags = {k: getattr(opts, k) for k in _FLAGS}
+        flags.update(backend=info.backend, parallelism=info.parallelism, log_metrics=",".join(opts.log_metrics))
+        tags = {"nbtune.search_id": self._search_id, "nbtune.flags": _short(json.dumps(flags, default=str), _TAG_MAX)}
+        if result.parent_run_id:  # --resume: the same parent run gets the new children
+            parent = client.get_run(result.parent_run_id)
+            self._experiment_id, self._parent_id = parent.info.experiment_id, parent.info.run_id
+            self._update(self._parent_id, "RUNNING", None)
+            self._log(self._parent_id, tags=tags)
+        else:
+            self._experiment_id = self._experiment(client)
+            tags.update(self._context_tags())
+            tags.update(
+                {
+                    CELL_HASH_TAG: cell_hash(info.source),
+                    "nbtune.metric": opts.metric,
+                    "nbtune.mode": opts.mode,
+                    "nbtune.params": json.dumps(info.param_names),
+                    "mlflow.note.content": _short(f"```python\n{info.source.strip()}\n```", _TAG_MAX),
+                }
+            )
+            parent = client.create_run(self._experiment_id, run_name=run_name(opts, info), tags=tags)
+            self._parent_id = parent.info.run_id
+            self._log(self._parent_id, params={k: v for k, v in flags.items() if v not in (None, "")})
+            client.log_text(self._parent_id, info.source, "cell.py")
+        result.parent_run_id = self._parent_id
+        result.parent_url = self._links.run_url(self._experiment_id, self._parent_id)
+        self._busy_since = None
+
+    def _experiment(self, client: Any) -> str:
+        name = self._options.experiment
+        if name is None:  # on Databricks: the notebook's own experiment, as MLflow resolves it
+            from mlflow.tracking.fluent import _get_experiment_id
+
+            return str(_get_experiment_id())
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(found.experiment_id)
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(name))
+        except Exception:
+            found = client.get_experiment_by_name(name)  # another search created it meanwhile
+            if found is None:
+                raise
+            return str(found.experiment_id)
+
+    def _context_tags(self) -> dict[str, str]:
+        """User, source and (on Databricks) notebook tags, as `mlflow.start_run` would set them."""
+        try:
+            from mlflow.tracking.context.registry import resolve_tags
+
+            return {k: str(v) for k, v in resolve_tags().items()}
+        except Exception:
+            return {}
+
+    def _start_child(self, number: int, start_ms: int) -> None:
+        assert self._info is not None
+        tags = {
+            "mlflow.parentRunId": self._parent_id,
+            "nbtune.search_id": self._search_id,
+            "nbtune.trial": str(number),
+            "nbtune.backend": self._info.backend,
+        }
+        run = self._client.create_run(self._experiment_id, start_time=start_ms, tags=tags, run_name=f"trial {number}")
+        self._runs[number] = run.info.run_id
+
+    def _finish_child(self, record: TrialRecord, vals: dict[str, list[Any]], end_ms: int) -> None:
+        if record.number not in self._runs:  # finished without a start event: open it now
+            self._start_child(record.number, end_ms - int(record.duration * 1000))
+        run_id = self._runs[record.number]
+        metrics = {"duration": record.duration}
+        if _finite(record.value):
+            metrics[self._options.metric] = record.value  # type: ignore[assignment]
+        tags = {"nbtune.status": record.status, "nbtune.host": record.host, "nbtune.vals": json.dumps(vals)}
+        if record.attempts > 1:
+            tags["nbtune.attempts"] = str(record.attempts)
+        if record.error:
+            tags["nbtune.error"] = record.error
+        for name, value in record.log_metrics.items():
+            if _finite(value):
+                metrics[name] = value
+            else:
+                tags[f"log.{name}"] = str(value)
+        params = {k: _short(v, _PARAM_MAX) for k, v in record.params.items()}
+        self._log(run_id, metrics, params, tags)
+        if record.status == "failed":
+            if record.traceback:
+                self._client.log_text(run_id, record.traceback, "traceback.txt")
+            if record.output:
+                self._client.log_text(run_id, record.output, "output.txt")
+        self._update(run_id, _RUN_STATUS[record.status], end_ms)
+        record.mlflow_run_id = run_id
+        record.mlflow_url = self._links.run_url(self._experiment_id, run_id)
+
+    def _log_best(self) -> None:
+        """A point of the best-so-far curve on the parent, when the best improved."""
+        result = self._result
+        if result is None or result.best_value is None or result.best_value == self._best_logged:
+            return
+        self._best_logged = result.best_value
+        self._busy_since = time.monotonic() if self._remote else None
+        self._log(self._parent_id, {f"best_{result.metric}": result.best_value}, step=len(result.records))
+        self._busy_since = None
+
+    def _close(self, end_ms: int) -> None:
+        """The summary on the parent: best value and parameters, counts, artifacts, final status."""
+        result = self._result
+        assert result is not None
+        counts = result.counts()
+        metrics: dict[str, float] = {"wall_time": result.wall_time, "trials": len(result.records)}
+        metrics.update({f"trials_{k}": v for k, v in counts.items()})
+        tags = {"nbtune.stop_reason": result.stop_reason}
+        best = result.best_trial
+        if best is not None and best.value is not None:
+            metrics[f"best_{result.metric}"] = best.value
+            tags.update({f"best.{k}": _short(v, _TAG_MAX) for k, v in best.params.items()})
+            if best.mlflow_run_id:
+                tags["nbtune.best_run_id"] = best.mlflow_run_id
+        self._log(self._parent_id, metrics, tags=tags, step=len(result.records))
+        self._client.log_text(self._parent_id, result.to_pandas().to_csv(index=False), "trials.csv")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = Path(tmp, "durations.png")
+            duration_histogram(result, png)
+            self._client.log_artifact(self._parent_id, str(png))
+        if result.stop_reason in ("interrupted", "cancelled"):
+            status = "KILLED"
+        elif best is None or result.stop_reason == "error":
+            status = "FAILED"
+        else:
+            status = "FINISHED"
+        self._update(self._parent_id, status, end_ms)
+
+    def _log(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        ts = _now_ms()
+        self._client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), ts, step) for k, v in (metrics or {}).items()],
+            params=[Param(k, _short(str(v), _PARAM_MAX)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, _short(str(v), _TAG_MAX)) for k, v in (tags or {}).items()],
+        )
+
+    def _update(self, run_id: str, status: str, end_ms: int | None) -> None:
+        """Set a run's status; through the store, because `set_terminated` prints a link per run."""
+        from mlflow.entities import RunStatus
+
+        if self._store is not None:
+            self._store.update_run_info(run_id, RunStatus.from_string(status), end_ms, None)
+        elif status != "RUNNING":
+            self._client.set_terminated(run_id, status, end_ms)
+
+
+def duration_histogram(result: TuneResult, path: Path) -> None:
+    """Save a PNG histogram of trial durations, ok and failed trials stacked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # A bare Figure, not pyplot: the notebook's own plotting state stays untouched.
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    groups = [[r.duration for r in result.records if r.status == s] for s in ("ok", "failed", "cancelled")]
+    labels = [f"{s} ({len(g)})" for s, g in zip(("ok", "failed", "cancelled"), groups, strict=True)]
+    kept = [(g, lab) for g, lab in zip(groups, labels, strict=True) if g]
+    if kept:
+        ax.hist([g for g, _ in kept], bins=20, stacked=True, label=[lab for _, lab in kept])
+        ax.legend()
+    ax.set_xlabel("trial duration (s)")
+    ax.set_ylabel("trials")
+    ax.set_title(f"{len(result.records)} trials, {result.wall_time:.1f} s wall time")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
