@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nbtune._backends import make_executor
+from nbtune._backends import make_search
 from nbtune._cell import parse_cell
 from nbtune._events import Listener, SearchInfo
 from nbtune._listeners import listeners_for
 from nbtune._objective import build_objective
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
-from nbtune._search import Search
+from nbtune._resume import tracking_setup
 from nbtune._space import search_space
 
 
@@ -34,5 +34,5 @@ def tune(
     spec = parse_cell(cell)
     space = search_space(spec.params, opts.space, ns)
     objective = build_objective(spec, ns, opts, space.names)
-    executor = make_executor(opts, objective)
-    return Search(objective, space, opts, executor, [*listeners_for(opts), *listeners], info).run()
+    opts, resumed = tracking_setup(opts, ns, spec.source, space)  # experiment default, --resume
+    return make_search(objective, space, opts, ns, [*listeners_for(opts), *listeners], info, resumed).run()

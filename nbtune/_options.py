@@ -33,6 +33,7 @@ class TuneOptions:
     tracking_uri: str | None = None
     mlflow: bool = True
     run_name: str | None = None
+    mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links (else NBTUNE_MLFLOW_UI_URL)
     resume: str | None = None  # "" = the last search of this cell, else a parent run id
     out: str = "_tune"
     apply_best: bool = False

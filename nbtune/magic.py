@@ -10,16 +10,18 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Enum, Float, Int, Unicode
 
 from nbtune import templates
-from nbtune._backends import make_executor
+from nbtune._backends import make_search
 from nbtune._cell import parse_cell
 from nbtune._errors import TuneUsageError, one_line_errors
 from nbtune._flags import parse_flags
 from nbtune._lab import register as register_lab_comm
 from nbtune._listeners import listeners_for
+from nbtune._mlflow_links import mlflow_ui_magic
 from nbtune._objective import build_objective
 from nbtune._options import ALGOS, BACKENDS, MODES, TuneOptions
 from nbtune._result import TuneResult
-from nbtune._search import Search, SearchFailed
+from nbtune._resume import tracking_setup
+from nbtune._search import SearchFailed
 from nbtune._space import search_space
 
 
@@ -41,6 +43,8 @@ class TuneMagic(Magics):
     experiment = Unicode(None, allow_none=True, help="MLflow experiment (--experiment).").tag(config=True)
     tracking_uri = Unicode(None, allow_none=True, help="MLflow tracking URI (--tracking-uri).").tag(config=True)
     mlflow = Bool(True, help="Track every search in MLflow (off: --no-mlflow).").tag(config=True)
+    run_name = Unicode(None, allow_none=True, help="Name of the search's MLflow run (--run-name).").tag(config=True)
+    mlflow_ui_url = Unicode(None, allow_none=True, help="MLflow UI base URL for run links.").tag(config=True)
     out = Unicode("_tune", help="Variable that receives the result (--out).").tag(config=True)
     apply_best = Bool(False, help="Assign the best values into the notebook (--apply-best).").tag(config=True)
     quiet = Bool(False, help="Show nothing while searching (--quiet).").tag(config=True)
@@ -62,8 +66,8 @@ class TuneMagic(Magics):
         spec = parse_cell(source, line_offset=1)  # line 1 is the %%tune header
         space = search_space(spec.params, options.space, ns)
         objective = build_objective(spec, ns, options, space.names)
-        executor = make_executor(options, objective)
-        search = Search(objective, space, options, executor, listeners_for(options))
+        options, resumed = tracking_setup(options, ns, spec.source, space)  # experiment default, --resume
+        search = make_search(objective, space, options, ns, listeners_for(options), result=resumed)
         try:
             result = search.run()
         except SearchFailed as failed:
@@ -84,6 +88,13 @@ class TuneMagic(Magics):
             return
         self._shell().set_next_input(templates.get(name), replace=False)
 
+    @line_magic
+    @one_line_errors
+    def tune_mlflow_ui(self, line: str) -> None:
+        """%tune_mlflow_ui [--port N] [--stop]: start `mlflow ui` on 127.0.0.1 for the local store, print its URL."""
+        options = self.defaults()
+        mlflow_ui_magic(line, options.tracking_uri, options.mlflow_ui_url)
+
     def _shell(self) -> InteractiveShell:
         if self.shell is None:  # only when the magics were built outside a shell
             raise TuneUsageError("%%tune needs an IPython shell")
@@ -98,13 +109,8 @@ class TuneMagic(Magics):
 
     @staticmethod
     def _refuse_unavailable(options: TuneOptions) -> None:
-        # MLflow tracking is not wired in yet: say so rather than ignore the flags.
-        for flag, value in (
-            ("--resume", options.resume),
-            ("--experiment", options.experiment),
-            ("--tracking-uri", options.tracking_uri),
-            ("--ui", options.ui or None),
-        ):
+        # Not wired in yet: say so rather than ignore the flags.
+        for flag, value in (("--ui", options.ui or None),):
             if value is not None:
                 raise TuneUsageError(f"{flag} is not available in this version of nbtune")
 
