@@ -22,6 +22,16 @@ venv: $(STAMP)
 java:
 	@bash scripts/check_java.sh
 
+# Debian's chromium for the browser tests (Playwright drives it; Playwright's own download does not work here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: chromium
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing chromium with apt-get"; $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+pytest: chromium
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
