@@ -151,6 +151,11 @@ class Dashboard(Listener):
 
     def _touch(self, changed: bool = True) -> None:
         self._dirty = self._dirty or changed
+        if not self._running:
+            # Between trials: the next one starts in a moment (or the search ends and draws its
+            # final state). Drawing at that start instead shows "running 1" during a long local
+            # trial rather than a stale "running 0".
+            return
         now = self._clock()
         since = now - self._last_draw
         # Redraw when something changed (a few times a second at most), else once a second for the clocks.
