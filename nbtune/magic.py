@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -11,7 +12,7 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 
 from nbtune import templates
 from nbtune._backends import make_search
-from nbtune._cell import parse_cell
+from nbtune._cell import CellSpec, parse_cell
 from nbtune._errors import TuneUsageError, one_line_errors
 from nbtune._flags import parse_flags
 from nbtune._lab import register as register_lab_comm
@@ -23,6 +24,9 @@ from nbtune._result import TuneResult
 from nbtune._resume import tracking_setup
 from nbtune._search import SearchFailed
 from nbtune._space import search_space
+
+if TYPE_CHECKING:
+    from nbtune._form import TuneForm
 
 
 @magics_class
@@ -56,18 +60,26 @@ class TuneMagic(Magics):
 
     @cell_magic
     @one_line_errors
-    def tune(self, line: str, cell: str) -> TuneResult:
+    def tune(self, line: str, cell: str) -> TuneResult | TuneForm:
         """%%tune [--max-evals N] [--metric NAME] ...: search over the cell's `# tune:` values."""
         shell = self._shell()
-        ns = shell.user_ns
         options = parse_flags(line, self.defaults())
-        self._refuse_unavailable(options)
         source: str = shell.transform_cell(cell)  # type: ignore[no-untyped-call]  # `!pip` ... to Python
         spec = parse_cell(source, line_offset=1)  # line 1 is the %%tune header
+        if options.ui:  # the form's Start runs `_search` with the values the user picked
+            from nbtune._form import TuneForm
+
+            search_space(spec.params, options.space, shell.user_ns)  # nothing to tune: say so now
+            return TuneForm(spec, options, self._search)
+        return self._search(spec, options)
+
+    def _search(self, spec: CellSpec, options: TuneOptions, show: Callable[[Any], Any] | None = None) -> TuneResult:
+        """Search over a parsed cell and bind the result; `show` places the dashboard (the `--ui` form)."""
+        ns = self._shell().user_ns
         space = search_space(spec.params, options.space, ns)
         objective = build_objective(spec, ns, options, space.names)
         options, resumed = tracking_setup(options, ns, spec.source, space)  # experiment default, --resume
-        search = make_search(objective, space, options, ns, listeners_for(options), result=resumed)
+        search = make_search(objective, space, options, ns, listeners_for(options, show), result=resumed)
         try:
             result = search.run()
         except SearchFailed as failed:
@@ -106,13 +118,6 @@ class TuneMagic(Magics):
         ns[options.out] = result
         if options.apply_best and result.best_trial is not None:
             ns.update(result.best_params)
-
-    @staticmethod
-    def _refuse_unavailable(options: TuneOptions) -> None:
-        # Not wired in yet: say so rather than ignore the flags.
-        for flag, value in (("--ui", options.ui or None),):
-            if value is not None:
-                raise TuneUsageError(f"{flag} is not available in this version of nbtune")
 
 
 def _show_first_traceback(result: TuneResult) -> None:
