@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The project's copy of Fashion-MNIST when there is one; else nbtune uses keras's cache or download.
 export NBTUNE_DATA_DIR ?= $(if $(wildcard ../shared/data/fashion-mnist),$(abspath ../shared/data/fashion-mnist))
 
-.PHONY: venv test lint typecheck pytest demo java lock clean
+.PHONY: venv test lint typecheck pytest demo java lock clean labextension labcheck
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "nbtune needs Python 3.10+"'
@@ -38,10 +38,36 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-pytest: venv java
+pytest: venv java labextension
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck labcheck pytest
+
+# The JupyterLab extension (labextension/, TypeScript): npm packages exactly as in the lockfile,
+# a development build into nbtune/labextension, copied where the venv's JupyterLab looks for
+# prebuilt extensions, as a wheel installs it (a copy, not a link: uninstalling removes it).
+LABEXT      := labextension
+LAB_DEPS    := $(LABEXT)/node_modules/.package-lock.json
+LAB_BUILT   := nbtune/labextension/static/style.js
+LAB_SOURCES := $(wildcard $(LABEXT)/src/*.ts $(LABEXT)/style/*) $(LABEXT)/package.json $(LABEXT)/tsconfig.json
+LAB_COPY    := $(VENV)/share/jupyter/labextensions/nbtune
+
+$(LAB_DEPS): $(LABEXT)/package.json $(LABEXT)/package-lock.json
+	cd $(LABEXT) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(LAB_BUILT): $(LAB_DEPS) $(LAB_SOURCES)
+	cd $(LABEXT) && npm run build
+	@touch $@
+
+$(LAB_COPY)/package.json: $(STAMP) $(LAB_BUILT)
+	rm -rf $(LAB_COPY) && mkdir -p $(dir $(LAB_COPY)) && cp -R nbtune/labextension $(LAB_COPY)
+
+labextension: venv $(LAB_COPY)/package.json
+
+# TypeScript lint (Prettier, ESLint) and unit tests (vitest, sharing tests/annotation_cases.json).
+labcheck: $(LAB_DEPS)
+	cd $(LABEXT) && npm run lint:check && npm test
 
 demo: venv java
 	$(PY) scripts/demo.py
@@ -52,3 +78,4 @@ lock: venv
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(LABEXT)/node_modules $(LABEXT)/lib $(LABEXT)/tsconfig.tsbuildinfo nbtune/labextension
