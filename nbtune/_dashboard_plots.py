@@ -14,10 +14,10 @@ DPI = 80
 _OK, _BEST, _BAR = "#1f77b4", "#2e7d32", "#7e57c2"
 
 
-def _render(draw: Callable[[Any], None]) -> bytes:
+def _render(draw: Callable[[Any], None], size: tuple[float, float] = SIZE) -> bytes:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     draw(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -85,7 +85,7 @@ def param_plot(records: Sequence[TrialRecord], names: Sequence[str], metric: str
         axes[0].set_ylabel(metric, fontsize=8)
         fig.suptitle(f"{metric} by parameter", fontsize=9)
 
-    return _render(draw)
+    return _render(draw, (SIZE[0] * (1 + 0.5 * (len(names) - 1)), SIZE[1]))
 
 
 def _is_number(value: Any) -> bool:

@@ -102,3 +102,47 @@ def _finished(dashboard) -> int:
     match = re.search(r"(\d+)/400", dashboard.locator(".nbtune-status").inner_text())
     assert match
     return int(match.group(1))
+
+
+FORM = (
+    "%%tune --ui --backend local --no-mlflow --max-evals 20\n"
+    "x = 0.0      # tune: uniform(-1, 1)\n"
+    "kind = 'a'   # tune: choice('a', 'b')\n"
+    "time.sleep(0.05)\n"
+    "loss = (x - 0.3) ** 2 + (kind == 'b')\n"
+)
+FORM_CHECK = "print('form', len(_tune.records), min(r.params['x'] for r in _tune.records))"
+
+
+def test_the_ui_form_starts_the_search_it_describes_and_binds_the_result(jupyterlab_server, page):
+    jupyterlab_server.write_notebook("form.ipynb", [SETUP, FORM, FORM_CHECK])
+    page.goto(jupyterlab_server.lab_url("form.ipynb"))
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=WAIT)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    form = output(page, 1).locator(".nbtune-form")
+    form.wait_for(timeout=WAIT)
+    x_row = form.locator(".nbtune-form-param").first
+    assert x_row.locator("select").input_value() == "uniform"
+    lo = x_row.locator("input").first
+    assert lo.input_value() == "-1"
+    lo.fill("0.5")  # the learner narrows the range without editing code
+    lo.press("Tab")
+    max_evals = form.locator(".widget-inline-hbox", has_text="max evals").locator("input")
+    max_evals.fill("8")
+    max_evals.press("Tab")
+    form.locator(".nbtune-start").click()
+    bar = form.locator(".nbtune-progress .progress-bar")
+    bar.wait_for(timeout=WAIT)
+    page.wait_for_function(
+        "el => el.className.includes('progress-bar-success')", arg=bar.element_handle(), timeout=WAIT
+    )
+    assert "8/8 trials" in form.locator(".nbtune-status").inner_text()
+    message = form.locator(".nbtune-form-message").element_handle()
+    page.wait_for_function("el => el.innerText.includes('_tune')", arg=message, timeout=WAIT)
+    screenshot(page, "form-completed")
+    run_cell(page, 2)
+    printed = output(page, 2).locator(".jp-OutputArea-output").first
+    printed.wait_for(timeout=WAIT)
+    _, count, lowest = printed.inner_text().split()
+    assert count == "8" and float(lowest) >= 0.5
