@@ -67,7 +67,7 @@ class SparkPoolExecutor:
                 served = self._coordinator.workers.get(slot) is not before
                 failures = 0 if served else failures + 1
                 if failures >= _SLOT_RETRIES:
-                    self._coordinator.errors.put(f"Spark could not run a pool task: {_first_line(exc)}")
+                    self._coordinator.errors.put(_explain(exc))
                     return
                 time.sleep(0.2 * failures)  # a crash loop should not spin
                 continue
@@ -107,6 +107,17 @@ class SparkPoolExecutor:
             cancel_tag(self._spark, self.tag)  # e.g. a slot still waiting for an executor
             for thread in self._slot_threads:
                 thread.join(5.0)
+
+
+def _explain(exc: BaseException) -> str:
+    """One line on why the pool's tasks keep failing, with the fix when it is a known one."""
+    reason = _first_line(exc)
+    if "No module named 'nbtune'" in reason:
+        return (
+            f"Spark could not run a pool task: {reason}; install nbtune where the Spark workers' Python can "
+            "import it (on Databricks: %pip install nbtune), or point PYSPARK_PYTHON at a Python that has it"
+        )
+    return f"Spark could not run a pool task: {reason}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,7 +9,6 @@ import socket
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 from nbtune._errors import TuneUsageError
 
@@ -116,8 +115,8 @@ def coordinator_host(spark: Any) -> str:
     if override:
         return override
     if is_connect(spark):
-        host = urlparse(str(spark.client._builder.url).replace("sc://", "http://", 1)).hostname
-        if host in (None, "localhost") or str(host).startswith("127."):
+        host = str(getattr(spark.client, "host", "") or "")
+        if host in ("", "localhost") or host.startswith("127."):
             return _LOOPBACK
         return socket.gethostbyname(socket.gethostname())
     if str(spark.conf.get("spark.master", "")).startswith("local"):

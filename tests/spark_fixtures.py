@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,11 +78,110 @@ def active_jobs(spark: Any) -> list[int]:
     return list(spark.sparkContext.statusTracker().getActiveJobsIds())
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a Spark daemon in its own process group, so stop() ends the JVM and its children."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def alive_workers(ui_port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as resp:
+            return int(json.load(resp).get("aliveworkers", 0))
+    except OSError:  # the master's web UI starts a moment after its RPC port
+        return 0
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A master and two workers (--cores 1 each) from pyspark's own distribution, on 127.0.0.1."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    env = spark_env(tmp)
+    port, ui = free_port(), free_port()
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    master = start(
+        [
+            spark_class,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        env,
+        tmp / "master.log",
+    )
+    workers = []
+    try:
+        wait_for_port(port)
+        for n in range(2):
+            cmd = [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "1",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(free_port()),
+                "--work-dir",
+                str(tmp / f"work{n}"),
+                f"spark://127.0.0.1:{port}",
+            ]
+            workers.append(start(cmd, env, tmp / f"worker{n}.log"))
+        deadline = time.monotonic() + 90
+        while alive_workers(ui) < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the standalone workers did not register")
+            time.sleep(0.5)
+        yield {"url": f"spark://127.0.0.1:{port}", "workers": workers, "ui": ui, "dir": tmp}
+    finally:
+        for proc in [*workers, master]:
+            stop(proc)
+
+
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Spark Connect server (local[2]) started with sbin/start-connect-server.sh; yields its sc:// URL."""
+    tmp = tmp_path_factory.mktemp("connect")
+    env = spark_env(tmp)
+    port = free_port()
+    cmd = [
+        str(SPARK_HOME / "sbin" / "start-connect-server.sh"),
+        "--master",
+        "local[2]",
+        "--conf",
+        f"spark.connect.grpc.binding.port={port}",
+        "--conf",
+        "spark.connect.grpc.binding.address=127.0.0.1",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+    ]
+    server = start(cmd, env, tmp / "connect.log")
+    try:
+        wait_for_port(port, timeout=120)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        stop(server)

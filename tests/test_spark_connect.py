@@ -1,0 +1,66 @@
+"""The Spark backend through a real Spark Connect server (no SparkContext on the client)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from spark_fixtures import connect_server  # noqa: F401 - fixture
+
+import nbtune
+from nbtune._events import Listener
+
+pytestmark = [pytest.mark.spark, pytest.mark.connect]
+
+
+@pytest.fixture(scope="module")
+def connect_spark(connect_server):
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.remote(connect_server).getOrCreate()
+    yield spark
+    spark.stop()
+
+
+def test_a_search_runs_through_spark_connect(connect_spark):
+    assert type(connect_spark).__module__.startswith("pyspark.sql.connect")
+    cell = "import os\nx = 1.0  # tune: uniform(0, 1)\nk = 'a'  # tune: choice('a', 'b')\npid = os.getpid()\nloss = x\n"
+    result = nbtune.tune(
+        cell, {"spark": connect_spark}, backend="spark", max_evals=6, log_metrics="pid", quiet=True, mlflow=False
+    )
+    assert result.backend == "spark" and result.parallelism == 2  # from the server's local[2]
+    assert [r.status for r in result.records] == ["ok"] * 6
+    assert os.getpid() not in {r.log_metrics["pid"] for r in result.records}  # ran on the server's workers
+
+
+class CancelAfter(Listener):
+    def __init__(self, n):
+        self.n, self.done, self.info, self.at = n, 0, None, None
+
+    def search_started(self, info, result):
+        self.info = info
+
+    def trial_finished(self, record):
+        self.done += 1
+        if self.done == self.n:
+            self.at = time.monotonic()
+            self.info.cancel()
+
+
+def test_cancel_interrupts_the_pool_on_spark_connect_and_the_next_search_works(connect_spark):
+    cell = "import time\nx = 1.0  # tune: uniform(0, 1)\ntime.sleep(1.0)\nloss = x\n"
+    canceller = CancelAfter(2)
+    result = nbtune.tune(
+        cell, {"spark": connect_spark}, backend="spark", max_evals=40, quiet=True, mlflow=False, listeners=[canceller]
+    )
+    assert result.stop_reason == "cancelled" and time.monotonic() - canceller.at < 5
+    again = nbtune.tune(
+        "x = 1.0  # tune: uniform(0, 1)\nloss = x\n",
+        {"spark": connect_spark},
+        backend="spark",
+        max_evals=3,
+        quiet=True,
+        mlflow=False,
+    )
+    assert [r.status for r in again.records] == ["ok"] * 3
