@@ -202,7 +202,13 @@ def test_tune_api_runs_the_same_engine_from_python():
     import nbtune
 
     result = nbtune.tune(
-        "y = 1  # tune: choice(1, 2, 3)\nloss = (y - scale) ** 2\n", {"scale": 2}, max_evals=10, seed=0, quiet=True, backend="local", mlflow=False
+        "y = 1  # tune: choice(1, 2, 3)\nloss = (y - scale) ** 2\n",
+        {"scale": 2},
+        max_evals=10,
+        seed=0,
+        quiet=True,
+        backend="local",
+        mlflow=False,
     )
     assert result.best_params == {"y": 2} and result.best_value == 0
 
