@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import time
 from collections.abc import Callable
@@ -31,10 +32,11 @@ _TOOLTIP_LOCAL = (
 _TOOLTIP = "Stop the search now, as a kernel interrupt would. Finished trials are kept."
 
 
-def _display(widget: w.Widget) -> None:
+def _display(bundle: dict[str, Any]) -> Any:
+    """Show a mime bundle in the cell's output; the handle updates it in place."""
     from IPython.display import display
 
-    display(widget)  # type: ignore[no-untyped-call]
+    return display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
 
 
 class Dashboard(Listener):
@@ -51,7 +53,8 @@ class Dashboard(Listener):
         plot_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._show = show or _display
+        self._show = show  # None: the cell's output, with a static summary for viewers without widgets
+        self._handle: Any = None
         self._interval = interval
         self._plot_interval = plot_interval
         self._clock = clock
@@ -100,6 +103,19 @@ class Dashboard(Listener):
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
+    def _bundle(self, result: TuneResult, final: bool = False) -> dict[str, Any]:
+        bundle = dict(self.widget._repr_mimebundle_())
+        bundle["text/plain"] = result.summary() if final else "nbtune dashboard (needs ipywidgets)"
+        if final:
+            images = "".join(
+                f'<img src="data:image/png;base64,{base64.b64encode(bytes(i.value)).decode()}"/>'
+                for i in (self.metric_plot, self.histogram, self.param_plot)
+                if i.layout.display != "none" and i.value
+            )
+            parts = (self.header.value, self.status.value, self.best.value, images, self.table.value)
+            bundle["text/html"] = '<div class="nbtune-summary">' + "".join(f"<div>{p}</div>" for p in parts) + "</div>"
+        return bundle
+
     # -- search events ----------------------------------------------------------------------
 
     def search_started(self, info: SearchInfo, result: TuneResult) -> None:
@@ -112,7 +128,10 @@ class Dashboard(Listener):
         if info.backend == "local":
             self.cancel_button.tooltip = _TOOLTIP_LOCAL
         self._draw(self._start)
-        self._show(self.widget)
+        if self._show is not None:
+            self._show(self.widget)
+        else:
+            self._handle = _display(self._bundle(result))
         self._ui.start()
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
@@ -136,6 +155,10 @@ class Dashboard(Listener):
         self._finished = True
         self._running.clear()
         self._draw(self._clock(), final=True)
+        if self._handle is not None:
+            # Front ends that show the widget keep showing it; nbconvert, GitHub and a notebook
+            # saved without widget state show the same summary as static HTML.
+            self._handle.update(self._bundle(result, final=True), raw=True)
 
     # -- cancel -----------------------------------------------------------------------------
 

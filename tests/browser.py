@@ -45,8 +45,8 @@ class JupyterLab:
     process: subprocess.Popen[bytes]
 
     def lab_url(self, path: str = "") -> str:
-        """The URL that opens `path` (relative to root_dir) in JupyterLab, token included."""
-        return f"{self.url}/lab/tree/{path}?token={self.token}"
+        """The URL that opens `path` (relative to root_dir) alone in a fresh JupyterLab workspace, token included."""
+        return f"{self.url}/lab/tree/{path}?reset&token={self.token}"
 
     def api(self, path: str) -> Any:
         """GET a Jupyter server REST endpoint, e.g. `api/kernels`."""

@@ -28,13 +28,18 @@ CHECK = "print('bound', _tune.stop_reason, len(_tune.records))"
 WAIT = 120_000  # ms: the first cell imports nbtune, hyperopt and matplotlib on a shared 2-core machine
 
 
+def cells(page):
+    """The cells of the notebook on screen (other notebooks' panels may be open but hidden)."""
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")
+
+
 def output(page, cell: int):
     """The output area of the notebook's cell number `cell` (0-based)."""
-    return page.locator(".jp-Notebook .jp-Cell").nth(cell).locator(".jp-Cell-outputWrapper")
+    return cells(page).nth(cell).locator(".jp-Cell-outputWrapper")
 
 
 def run_cell(page, cell: int) -> None:
-    page.locator(".jp-Notebook .jp-Cell").nth(cell).locator(".jp-InputArea-editor").click()
+    cells(page).nth(cell).locator(".jp-InputArea-editor").click()
     page.keyboard.press("Control+Enter")
 
 

@@ -157,11 +157,20 @@ def test_cancel_click_stops_the_search_after_the_running_trial_and_keeps_finishe
 def test_magic_in_a_kernel_shows_one_dashboard_and_the_result_points_to_it(ip, comms: Comms, monkeypatch):
     shown = []
     monkeypatch.setattr(_listeners, "in_widget_frontend", lambda: True)
-    monkeypatch.setattr("nbtune._dashboard._display", shown.append)
+    monkeypatch.setattr("nbtune._dashboard._display", lambda bundle: shown.append(bundle) or Handle())
+
+    class Handle:
+        def update(self, bundle, raw: bool) -> None:
+            shown.append(bundle)
+
     result = run_tune(ip, "--max-evals 5 --backend local --no-mlflow --seed 0", QUAD)
-    assert ip.user_ns["_tune"] is result
-    assert isinstance(result.dashboard, Dashboard) and shown == [result.dashboard.widget]
+    assert ip.user_ns["_tune"] is result and isinstance(result.dashboard, Dashboard)
     assert result.dashboard.bar.value == 5 and "dashboard" not in repr(result).lower()
+    view = {"version_major": 2, "version_minor": 0, "model_id": result.dashboard.widget.model_id}
+    assert [b["application/vnd.jupyter.widget-view+json"] for b in shown] == [view, view]  # shown, then final
+    assert "text/html" not in shown[0] and shown[1]["text/plain"] == result.summary()
+    static = shown[1]["text/html"]  # for viewers without the widget state
+    assert "completed" in static and "5/5</b> trials" in static and static.count("data:image/png;base64,") == 3
 
 
 def test_outside_a_kernel_a_text_line_is_shown_and_quiet_shows_nothing():
@@ -234,6 +243,8 @@ def test_notebook_run_by_nbclient_saves_the_finished_dashboard_in_its_widget_sta
     assert [v["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for v in views] == [
         next(k for k, m in states.items() if m is dashboard)
     ]
+    static = views[0]["data"]["text/html"]  # what nbconvert or GitHub show of the saved notebook
+    assert "12/12</b> trials" in static and f"<b>x</b>={x}" in static and "data:image/png;base64," in static
 
 
 def test_a_cancel_click_reaches_a_running_tune_cell_in_a_kernel_without_subshells(tmp_path):
