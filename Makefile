@@ -52,8 +52,10 @@ LAB_BUILT   := nbtune/labextension/static/style.js
 LAB_SOURCES := $(wildcard $(LABEXT)/src/*.ts $(LABEXT)/style/*) $(LABEXT)/package.json $(LABEXT)/tsconfig.json
 LAB_COPY    := $(VENV)/share/jupyter/labextensions/nbtune
 
+# `npm install` keeps to the committed lockfile; `npm ci` refuses it because the lockfile lacks
+# @rspack/binding builds for other platforms, which this machine's npm registry does not have.
 $(LAB_DEPS): $(LABEXT)/package.json $(LABEXT)/package-lock.json
-	cd $(LABEXT) && npm ci --no-audit --no-fund
+	cd $(LABEXT) && npm install --no-audit --no-fund
 	@touch $@
 
 $(LAB_BUILT): $(LAB_DEPS) $(LAB_SOURCES)

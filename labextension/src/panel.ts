@@ -82,7 +82,7 @@ class SearchCard {
       search.parallelism
     );
     this.badge.textContent = status;
-    this.badge.className = `nbtune-search-status nbtune-status-${status}`;
+    this.badge.className = `nbtune-search-status nbtune-search-status-${status}`;
     this.progress.max = Math.max(1, search.total);
     this.progress.value = search.done;
     const parts = [

@@ -24,8 +24,7 @@ class TemplateChooser extends Widget implements Dialog.IBodyWidget<ITemplate> {
     this.addClass('nbtune-template-chooser');
     const label = document.createElement('label');
     label.textContent = trans.__('Template');
-    this.select.className = 'nbtune-template-select';
-    this.select.size = Math.min(6, Math.max(2, templates.length));
+    this.select.className = 'jp-mod-styled nbtune-template-select';
     for (const t of templates) {
       const option = document.createElement('option');
       option.value = t.name;
