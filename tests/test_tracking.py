@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import run_tune
 from mlflow.tracking import MlflowClient
+from spark_fixtures import local_spark  # noqa: F401 - fixture
 
 import nbtune
 from nbtune import _tracking
@@ -205,7 +206,7 @@ def test_no_mlflow_turns_tracking_off(ip, tmp_path):
 
 
 def test_the_tune_api_tracks_with_the_same_options(server):
-    result = nbtune.tune(ONE, max_evals=3, tracking_uri=server.url, experiment="api", quiet=True)
+    result = nbtune.tune(ONE, max_evals=3, backend="local", tracking_uri=server.url, experiment="api", quiet=True)
     client = MlflowClient(server.url)
     assert client.get_run(result.parent_run_id).info.experiment_id == client.get_experiment_by_name("api").experiment_id
     assert all(r.mlflow_run_id for r in result.records)
