@@ -72,6 +72,8 @@ def test_the_command_inserts_the_template_from_the_kernel_with_its_annotations_m
     page.locator('.nbtune-annotation-error[data-nbtune-read-by="kernel"]').wait_for(timeout=WAIT)
     assert hover_tooltip(page, bad).splitlines() == [expected_bad["message"], "as read by nbtune in the kernel"]
 
+    # The same command sits in the notebook toolbar; here it is run from the command palette.
+    assert page.locator(".jp-NotebookPanel-toolbar .nbtune-template-button").is_visible()
     cell(page, 1).locator(".jp-InputArea-editor").click()
     page.keyboard.press("Escape")  # command mode, cell 1 active
     page.keyboard.press("Control+Shift+C")
