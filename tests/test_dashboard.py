@@ -247,7 +247,7 @@ def test_notebook_run_by_nbclient_saves_the_finished_dashboard_in_its_widget_sta
     assert "12/12</b> trials" in static and f"<b>x</b>={x}" in static and "data:image/png;base64," in static
 
 
-def test_a_cancel_click_reaches_a_running_tune_cell_in_a_kernel_without_subshells(tmp_path):
+def test_a_cancel_click_reaches_a_running_cell_in_a_kernel_without_subshells_and_queued_cells_wait(tmp_path):
     # nbclient and VS Code send widget messages on the main shell, which is busy running the
     # cell: the dashboard must read them itself. (JupyterLab's subshell route is the browser test.)
     from jupyter_client.manager import start_new_kernel
@@ -255,11 +255,15 @@ def test_a_cancel_click_reaches_a_running_tune_cell_in_a_kernel_without_subshell
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
     try:
         _run(kc, "%load_ext nbtune\nimport time")
-        tune_id = kc.execute("%%tune --backend local --no-mlflow --max-evals 300 --algo random\n" + SLOW_CELL)
-        cancel_id, progress_id, clicked = None, None, False
+        kc.execute("%%tune --backend local --no-mlflow --max-evals 300 --algo random\n" + SLOW_CELL)
+        # "Run all" queues the next cell while this one runs: it must wait for it, not be lost.
+        next_id = kc.execute("print('next cell sees', _tune.stop_reason)")
+        cancel_id, progress_id, clicked, next_output = None, None, False, ""
         while True:
             msg = kc.get_iopub_msg(timeout=120)
             content = msg["content"]
+            if msg["msg_type"] == "stream" and msg["parent_header"].get("msg_id") == next_id:
+                next_output += content["text"]
             if msg["msg_type"] == "comm_open":
                 state = content["data"]["state"]
                 if state.get("description") == "Cancel":
@@ -271,9 +275,9 @@ def test_a_cancel_click_reaches_a_running_tune_cell_in_a_kernel_without_subshell
                     click = {"method": "custom", "content": {"event": "click"}}
                     kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": cancel_id, "data": click}))
                     clicked = True
-            elif msg["parent_header"].get("msg_id") == tune_id and content.get("execution_state") == "idle":
+            elif msg["parent_header"].get("msg_id") == next_id and content.get("execution_state") == "idle":
                 break
-        assert clicked
+        assert clicked and next_output == "next cell sees cancelled\n"
         stop, count = _run(kc, "print(_tune.stop_reason, len(_tune.records))").split()
         assert stop == "cancelled" and 3 <= int(count) < 300
     finally:
