@@ -3,8 +3,9 @@
 A kernel handles one shell message at a time, so a click sent while a cell runs waits
 until the cell ends. Three front-end/kernel combinations need three answers:
 
-- JupyterLab >= 4.4 with ipykernel >= 7 sends widget messages to a kernel *subshell*,
-  which runs them on its own thread: clicks arrive by themselves, nothing to do.
+- JupyterLab with ipykernel >= 7 sends widget messages to a kernel *subshell* (its "comms
+  over subshells" setting, on by default in 4.6), which runs them on its own thread: clicks
+  arrive by themselves, nothing to do.
 - ipykernel 6 keeps `do_one_iteration()`: `jupyter_ui_poll.ui_events()` runs pending
   messages from inside the cell (and defers new cells until this one ends).
 - ipykernel 7 without subshells (VS Code, Notebook, nbclient): `do_one_iteration()` is
