@@ -28,7 +28,7 @@ def _transform(body: str) -> str:
     from IPython import get_ipython
     from IPython.core.inputtransformer2 import TransformerManager
 
-    shell = get_ipython()  # type: ignore[no-untyped-call]
+    shell = get_ipython()
     if shell is not None:
         return str(shell.transform_cell(body))
     return str(TransformerManager().transform_cell(body))  # type: ignore[no-untyped-call]
