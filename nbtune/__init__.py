@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from IPython.core.error import UsageError
+if TYPE_CHECKING:
+    from IPython.core.error import UsageError
 
-from nbtune import templates
-from nbtune._api import tune
-from nbtune._errors import TuneUsageError
-from nbtune._result import TuneResult
+    from nbtune import templates
+    from nbtune._api import tune
+    from nbtune._errors import TuneUsageError
+    from nbtune._result import TuneResult
 
 __version__ = "0.1.0"
 __all__ = ["TuneResult", "TuneUsageError", "UsageError", "load_ipython_extension", "templates", "tune"]
+
+# Spark workers import nbtune's worker modules; the public names load on first use so that
+# a worker does not pay for IPython and hyperopt it never needs.
+_LAZY = {
+    "tune": ("nbtune._api", "tune"),
+    "TuneResult": ("nbtune._result", "TuneResult"),
+    "TuneUsageError": ("nbtune._errors", "TuneUsageError"),
+    "UsageError": ("IPython.core.error", "UsageError"),
+    "templates": ("nbtune.templates", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nbtune' has no attribute {name!r}")
+    import importlib
+
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:

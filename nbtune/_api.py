@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbtune._backends import make_search
+from nbtune._capture import build_objective
 from nbtune._cell import parse_cell
 from nbtune._events import Listener, SearchInfo
 from nbtune._listeners import listeners_for
-from nbtune._objective import build_objective
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune._resume import tracking_setup

@@ -6,10 +6,11 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from nbtune._capture import check_picklable
 from nbtune._errors import TuneUsageError
 from nbtune._events import Listener, SearchInfo
 from nbtune._local import LocalExecutor
-from nbtune._objective import Objective, check_picklable
+from nbtune._objective import Objective
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune._search import Search

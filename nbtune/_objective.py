@@ -1,4 +1,4 @@
-"""The objective: a cell body compiled once, run per trial in a fresh namespace."""
+"""The objective: a cell body compiled once, run per trial in a fresh namespace (here or on a worker)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ import math
 import socket
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import CodeType, ModuleType
+from types import CodeType
 from typing import Any
 
-from nbtune._cell import CellSpec
-from nbtune._errors import TuneUsageError
-from nbtune._options import TuneOptions
+# Spark workers import this module: keep its imports light (no IPython, hyperopt, pandas).
 from nbtune._records import TrialOutcome, TrialRequest
 from nbtune._timeouts import TrialTimeout, time_limit
 
@@ -159,60 +157,3 @@ def _cell_traceback(exc: BaseException) -> str:
     while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
-
-
-def capture_namespace(reads: Iterable[str], namespace: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
-    """The notebook variables the body reads (modules and functions included)."""
-    skipped = set(skip)
-    return {
-        name: namespace[name]
-        for name in sorted(reads)
-        if name in namespace and name not in skipped and not _is_ipython_internal(name)
-    }
-
-
-_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"}
-
-
-def _is_ipython_internal(name: str) -> bool:
-    # IPython's output history (_, _3, _i3, Out...) is never what a training body means.
-    return name in _IPYTHON_NAMES or (name.startswith(("_i", "_")) and name.lstrip("_i").isdigit() and name != "_")
-
-
-def check_picklable(captured: Mapping[str, Any]) -> None:
-    """Fail with the name of the first captured variable that cannot be shipped to workers."""
-    import cloudpickle
-
-    for name, value in captured.items():
-        if isinstance(value, ModuleType):
-            continue
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            raise TuneUsageError(
-                f"variable '{name}' ({type(value).__name__}) cannot be sent to the workers: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-            ) from None
-
-
-def build_objective(
-    spec: CellSpec, namespace: Mapping[str, Any], options: TuneOptions, param_names: list[str]
-) -> Objective:
-    """Check the body assigns its metrics, capture what it reads, and wrap it as an Objective."""
-    for name in (options.metric, *options.log_metrics):
-        if name not in spec.binds:
-            flag = "--metric" if name == options.metric else "--log-metrics"
-            raise TuneUsageError(
-                f"the cell never assigns '{name}' ({flag}); assign it, e.g. '{name} = ...', or name another variable"
-            )
-    captured = capture_namespace(spec.reads, namespace, skip=param_names)
-    return Objective(
-        spec.body,
-        spec.source,
-        captured,
-        list(param_names),
-        options.metric,
-        options.mode,
-        options.log_metrics,
-        spec.line_offset,
-    )

@@ -1,0 +1,206 @@
+"""nbtune's warm Spark pool vs hyperopt's SparkTrials vs serial Trials, side by side on one Spark session.
+
+    .venv/bin/python benchmarks/bench_spark.py            # all workloads (about 20 minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_spark.py --only a b # some of them
+
+Prints wall time, slot efficiency (busy slot-seconds / (P x wall)) and nbtune's wall as a
+fraction of SparkTrials'. Machines here are shared and noisy: compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import numpy as np
+from hyperopt import STATUS_OK, Trials, fmin, hp, rand
+from hyperopt.spark import SparkTrials
+
+import nbtune
+from nbtune._records import TrialRequest
+from nbtune._spark_session import start_local_session
+
+P = 2
+
+
+@dataclass
+class Workload:
+    key: str
+    title: str
+    trials: int
+    nap: float
+    big_mb: int = 0
+    tensorflow: bool = False
+    sparktrials_trials: int | None = None  # SparkTrials on fewer trials where it would take too long
+
+
+WORKLOADS = [
+    Workload("a", "16 trials x 0.5 s", 16, 0.5),
+    Workload("b", "12 trials x 2 s", 12, 2.0),
+    Workload("c", "16 x 0.5 s, 188 MB array captured", 16, 0.5, big_mb=188),
+    Workload("d", "8 trials importing TensorFlow + tiny fit", 8, 0.0, tensorflow=True),
+    Workload("e", "1,000 trials x 0.1 s", 1000, 0.1, sparktrials_trials=100),
+]
+
+TF_BODY = """
+t0 = time.perf_counter()
+import tensorflow as tf
+import_seconds = time.perf_counter() - t0
+model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4), tf.keras.layers.Dense(1)])
+model.compile(optimizer=tf.keras.optimizers.Adam(x), loss="mse")
+model.fit(np.ones((64, 4)), np.ones(64), epochs=2, verbose=0)
+"""
+
+
+def cell_for(w: Workload) -> str:
+    body = "import time\nimport numpy as np\nx = 0.01  # tune: uniform(0.001, 0.1)\nt_start = time.perf_counter()\n"
+    body += "size = big.shape[0]\n" if w.big_mb else ""
+    body += TF_BODY if w.tensorflow else f"time.sleep({w.nap})\n"
+    body += "busy = time.perf_counter() - t_start\nloss = x\n"
+    return body
+
+
+def objective_for(w: Workload, big: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def fn(params: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        import numpy as np
+
+        x = params["x"]
+        t_start = time.perf_counter()
+        imported = 0.0
+        if big is not None:
+            _ = big.shape[0]
+        if w.tensorflow:
+            t0 = time.perf_counter()
+            import tensorflow as tf
+
+            imported = time.perf_counter() - t0
+            model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4), tf.keras.layers.Dense(1)])
+            model.compile(optimizer=tf.keras.optimizers.Adam(x), loss="mse")
+            model.fit(np.ones((64, 4)), np.ones(64), epochs=2, verbose=0)
+        else:
+            time.sleep(w.nap)
+        return {"status": STATUS_OK, "loss": x, "busy": time.perf_counter() - t_start, "imported": imported}
+
+    return fn
+
+
+def run_nbtune(spark: Any, w: Workload, big: Any) -> dict[str, float]:
+    ns = {"spark": spark, **({"big": big} if big is not None else {})}
+    log = ("busy", "import_seconds") if w.tensorflow else ("busy",)
+    start = time.perf_counter()
+    result = nbtune.tune(
+        cell_for(w),
+        ns,
+        backend="spark",
+        parallelism=P,
+        max_evals=w.trials,
+        algo="random",
+        quiet=True,
+        mlflow=False,
+        log_metrics=log,
+    )
+    wall = time.perf_counter() - start
+    busy = sum(r.log_metrics["busy"] for r in result.records)
+    imports = sum(1 for r in result.records if r.log_metrics.get("import_seconds", 0) > 1.0)
+    return {"wall": wall, "busy": busy, "n": len(result.records), "slow_imports": imports}
+
+
+def run_hyperopt(w: Workload, trials: Trials, n: int, big: Any) -> dict[str, float]:
+    space = {"x": hp.uniform("x", 0.001, 0.1)}
+    start = time.perf_counter()
+    fmin(objective_for(w, big), space, algo=rand.suggest, max_evals=n, trials=trials, show_progressbar=False)
+    wall = time.perf_counter() - start
+    results = [t["result"] for t in trials.trials if t["result"].get("status") == STATUS_OK]
+    busy = sum(r["busy"] for r in results)
+    imports = sum(1 for r in results if r.get("imported", 0) > 1.0)
+    return {"wall": wall, "busy": busy, "n": len(results), "slow_imports": imports}
+
+
+def efficiency(m: dict[str, float], slots: int) -> float:
+    return m["busy"] / (slots * m["wall"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", default=[w.key for w in WORKLOADS])
+    parser.add_argument("--no-serial", action="store_true", help="skip serial Trials (slow on e)")
+    args = parser.parse_args()
+    os.environ["NBTUNE_SPARK_MASTER"] = f"local[{P}]"
+    spark = start_local_session()
+    print(f"python {sys.version.split()[0]}, pyspark {spark.version}, master {spark.conf.get('spark.master')}, P={P}")
+    # Warm both paths once so neither pays the session's first-job costs in a measured run.
+    run_nbtune(spark, Workload("w", "warm-up", 2, 0.01), None)
+    run_hyperopt(Workload("w", "warm-up", 2, 0.01), SparkTrials(parallelism=P, spark_session=spark), 2, None)
+
+    rows = []
+    for w in WORKLOADS:
+        if w.key not in args.only:
+            continue
+        big = np.random.default_rng(0).random(w.big_mb * 1_000_000 // 8) if w.big_mb else None
+        print(f"\n({w.key}) {w.title}", flush=True)
+        ours = run_nbtune(spark, w, big)
+        print(f"  nbtune pool:  wall {ours['wall']:.1f} s, efficiency {efficiency(ours, P):.2f}", flush=True)
+        n_st = w.sparktrials_trials or w.trials
+        theirs = run_hyperopt(w, SparkTrials(parallelism=P, spark_session=spark), n_st, big)
+        print(
+            f"  SparkTrials:  wall {theirs['wall']:.1f} s on {n_st} trials, efficiency {efficiency(theirs, P):.2f}",
+            flush=True,
+        )
+        serial = None
+        if not args.no_serial:
+            n_se = min(w.trials, 200)
+            serial = run_hyperopt(w, Trials(), n_se, big)
+            print(f"  serial Trials: wall {serial['wall']:.1f} s on {n_se} trials", flush=True)
+        per_trial_ours, per_trial_theirs = ours["wall"] / ours["n"], theirs["wall"] / max(1, theirs["n"])
+        row = {
+            "workload": f"({w.key}) {w.title}",
+            "nbtune wall": ours["wall"],
+            "nbtune eff": efficiency(ours, P),
+            "SparkTrials wall": theirs["wall"] * (w.trials / n_st),
+            "SparkTrials eff": efficiency(theirs, P),
+            "serial wall": serial["wall"] * (w.trials / min(w.trials, 200)) if serial else float("nan"),
+            "ratio": per_trial_ours / per_trial_theirs,
+            "note": "",
+        }
+        if w.big_mb:
+            request = len(pickle.dumps(TrialRequest(0, {"x": 0.05})))
+            shipped = len(cloudpickle.dumps(objective_for(w, big)))
+            row["note"] = (
+                f"per-trial message {request} B; the array ({shipped / 1e6:.0f} MB) goes once per worker "
+                f"(SparkTrials pickles it for every trial)"
+            )
+        if w.tensorflow:
+            row["note"] = (
+                f"trials paying a >1 s TF import: nbtune {ours['slow_imports']} of {ours['n']}, "
+                f"SparkTrials {theirs['slow_imports']} of {theirs['n']}"
+            )
+        if w.sparktrials_trials:
+            row["note"] = f"SparkTrials run on {n_st} trials and scaled to {w.trials}"
+        rows.append(row)
+
+    print(
+        "\n| workload | nbtune wall | nbtune eff | SparkTrials wall | SparkTrials eff | serial wall | nbtune/SparkTrials |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['workload']} | {r['nbtune wall']:.1f} s | {r['nbtune eff']:.2f} | {r['SparkTrials wall']:.1f} s | "
+            f"{r['SparkTrials eff']:.2f} | {r['serial wall']:.1f} s | {r['ratio']:.2f}x |"
+        )
+    for r in rows:
+        if r["note"]:
+            print(f"- {r['workload']}: {r['note']}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
