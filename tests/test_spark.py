@@ -224,3 +224,34 @@ def test_the_channel_stops_listening_when_the_search_ends():
     coordinator.close()
     with pytest.raises(OSError):
         Client(coordinator.address, family="AF_INET", authkey=coordinator.secret)
+
+
+NO_JAVA_SCRIPT = """
+import warnings, nbtune
+cell = "x = 1.0  # tune: uniform(0, 1)\\nloss = x\\n"
+try:
+    nbtune.tune(cell, backend="spark", max_evals=2, quiet=True, mlflow=False)
+except nbtune.UsageError as exc:
+    print("SPARK-ERROR:", exc)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = nbtune.tune(cell, backend="auto", max_evals=2, quiet=True, mlflow=False)
+print("AUTO-BACKEND:", result.backend, len(result.records))
+print("AUTO-WARNING:", [str(w.message) for w in caught if "nbtune" in str(w.message)][:1])
+"""
+
+
+def test_without_java_spark_gives_a_clear_error_and_auto_falls_back_to_in_process(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
+    env["JAVA_HOME"] = str(tmp_path / "no-java")
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not os.path.exists(f"{p}/java"))
+    out = subprocess.run(
+        [sys.executable, "-c", NO_JAVA_SCRIPT], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    ).stdout
+    error = next(line for line in out.splitlines() if line.startswith("SPARK-ERROR:"))
+    assert "Spark could not start" in error and "Java 17" in error and "--backend local" in error
+    assert "AUTO-BACKEND: local 2" in out
+    assert "running trials in this process instead" in out
