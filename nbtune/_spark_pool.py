@@ -100,7 +100,7 @@ class SparkPoolExecutor:
         """End the pool; workers exit when the channel closes, stragglers are cancelled."""
         self._closing.set()
         self._coordinator.close()
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + 0.5  # connected workers exit at once; late starters are cancelled
         for thread in self._slot_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._slot_threads):
