@@ -34,6 +34,7 @@ from nbtune._result import TuneResult
 STALL_SECONDS = 30.0
 CELL_HASH_TAG = "nbtune.cell_hash"
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
+_SETTLE, _MAX_DELAY = 0.05, 1.0  # seconds: quiet wanted before the writer works, longest wait for it
 _RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 _FLAGS = (
     *("max_evals", "parallelism", "backend", "algo", "metric", "mode", "seed", "timeout", "trial_timeout"),
@@ -103,6 +104,7 @@ class MlflowTracker(Listener):
         self._busy_since: float | None = None  # when the writer's current call to a remote store began
         self._abandoned = False
         self._remote = False
+        self._uri = self._options.tracking_uri or ""
         self._error: str | None = None
         self._warned = False
         self._result: TuneResult | None = None
@@ -162,9 +164,10 @@ class MlflowTracker(Listener):
             self._give_up(f"the store did not answer for {STALL_SECONDS:.0f} s")
         if self._error is not None and not self._warned:
             self._warned = True
-            out = self._options.out
+            where = f" at {self._uri}" if self._uri else ""
             warnings.warn(
-                f"nbtune: MLflow tracking stopped ({self._error}); the search goes on and every trial is in `{out}`",
+                f"nbtune: MLflow tracking{where} stopped ({self._error}); "
+                f"the search goes on and every trial is in `{self._options.out}`",
                 TrackingWarning,
                 stacklevel=2,
             )
@@ -180,13 +183,7 @@ class MlflowTracker(Listener):
         try:
             self._open()
             while not self._abandoned:
-                events = [self._queue.get()]
-                while True:
-                    try:
-                        events.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                for event in events:
+                for event in self._next_batch():
                     if self._abandoned:
                         return
                     self._busy_since = time.monotonic() if self._remote else None
@@ -207,14 +204,29 @@ class MlflowTracker(Listener):
             self._busy_since = None
             self._done.set()
 
+    def _next_batch(self) -> list[tuple[Any, ...]]:
+        """Events that came together, taken once the queue has been quiet for a moment.
+
+        The driver's own work (suggesting the next trial) follows a trial's end; waiting for the quiet
+        that follows lets the writer's CPU time (and the GIL) fall in the trials' time instead.
+        """
+        events = [self._queue.get()]
+        deadline = time.monotonic() + _MAX_DELAY
+        while events[-1][0] != "end" and time.monotonic() < deadline:
+            try:
+                events.append(self._queue.get(timeout=_SETTLE))
+            except queue.Empty:
+                break
+        return events
+
     def _open(self) -> None:
         """Import MLflow, then open the parent run (a new one, or the resumed search's)."""
-        import matplotlib.backends.backend_agg  # noqa: F401  # loaded now so the end of a search need not wait
         from mlflow.tracking import MlflowClient
 
         assert self._info is not None and self._result is not None
         client = MlflowClient(tracking_uri=self._options.tracking_uri)
-        self._remote = client.tracking_uri.startswith(("http:", "https:", "databricks"))
+        self._uri = client.tracking_uri
+        self._remote = self._uri.startswith(("http:", "https:", "databricks"))
         self._busy_since = time.monotonic() if self._remote else None
         self._client = client
         self._store = getattr(getattr(client, "_tracking_client", None), "store", None)
@@ -247,6 +259,7 @@ class MlflowTracker(Listener):
         result.parent_run_id = self._parent_id
         result.parent_url = self._links.run_url(self._experiment_id, self._parent_id)
         self._busy_since = None
+        _warm_up()
 
     def _experiment(self, client: Any) -> str:
         name = self._options.experiment
@@ -379,6 +392,20 @@ class MlflowTracker(Listener):
             self._store.update_run_info(run_id, RunStatus.from_string(status), end_ms, None)
         elif status != "RUNNING":
             self._client.set_terminated(run_id, status, end_ms)
+
+
+def _warm_up() -> None:
+    """Load pandas and matplotlib (fonts included) now, so the end of the search does not wait for them."""
+    import io
+
+    import pandas  # noqa: F401
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    FigureCanvasAgg(fig)
+    fig.add_subplot().set_title("warm-up")
+    fig.savefig(io.BytesIO(), format="png")
 
 
 def duration_histogram(result: TuneResult, path: Path) -> None:
