@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from nbtune._events import Listener
+
 SPARK_HOME = Path(__import__("pyspark").__file__).parent
 
 
@@ -185,3 +187,19 @@ def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"sc://127.0.0.1:{port}"
     finally:
         stop(server)
+
+
+class CancelAfter(Listener):
+    """A search listener that presses Cancel (SearchInfo.cancel) once n trials have finished."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.finished, self.info, self.cancelled_at = n, 0, None, 0.0
+
+    def search_started(self, info: Any, result: Any) -> None:
+        self.info = info
+
+    def trial_finished(self, record: Any) -> None:
+        self.finished += 1
+        if self.finished == self.n:
+            self.cancelled_at = time.monotonic()
+            self.info.cancel()

@@ -9,12 +9,11 @@ import time
 from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
-from spark_fixtures import active_jobs, local_spark  # noqa: F401 - fixture
+from spark_fixtures import CancelAfter, active_jobs, local_spark  # noqa: F401 - fixture
 
 import nbtune
 from nbtune import UsageError
 from nbtune._channel import Coordinator
-from nbtune._events import Listener, SearchInfo
 from nbtune._records import TrialOutcome
 
 pytestmark = pytest.mark.spark
@@ -26,22 +25,6 @@ def spark_tune(spark, cell, ns=None, **options):
     options.setdefault("quiet", True)
     options.setdefault("mlflow", False)
     return nbtune.tune(cell, {"spark": spark, **(ns or {})}, backend="spark", **options)
-
-
-class CancelAfter(Listener):
-    """Press the dashboard's Cancel (SearchInfo.cancel) once n trials have finished."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.info, self.finished, self.cancelled_at = n, None, 0, None
-
-    def search_started(self, info: SearchInfo, result) -> None:
-        self.info = info
-
-    def trial_finished(self, record) -> None:
-        self.finished += 1
-        if self.finished == self.n:
-            self.cancelled_at = time.monotonic()
-            self.info.cancel()
 
 
 def test_results_have_the_same_shape_as_the_local_backend(local_spark):

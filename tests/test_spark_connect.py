@@ -6,10 +6,9 @@ import os
 import time
 
 import pytest
-from spark_fixtures import connect_server  # noqa: F401 - fixture
+from spark_fixtures import CancelAfter, connect_server  # noqa: F401 - fixture
 
 import nbtune
-from nbtune._events import Listener
 
 pytestmark = [pytest.mark.spark, pytest.mark.connect]
 
@@ -34,27 +33,13 @@ def test_a_search_runs_through_spark_connect(connect_spark):
     assert os.getpid() not in {r.log_metrics["pid"] for r in result.records}  # ran on the server's workers
 
 
-class CancelAfter(Listener):
-    def __init__(self, n):
-        self.n, self.done, self.info, self.at = n, 0, None, None
-
-    def search_started(self, info, result):
-        self.info = info
-
-    def trial_finished(self, record):
-        self.done += 1
-        if self.done == self.n:
-            self.at = time.monotonic()
-            self.info.cancel()
-
-
 def test_cancel_interrupts_the_pool_on_spark_connect_and_the_next_search_works(connect_spark):
     cell = "import time\nx = 1.0  # tune: uniform(0, 1)\ntime.sleep(1.0)\nloss = x\n"
     canceller = CancelAfter(2)
     result = nbtune.tune(
         cell, {"spark": connect_spark}, backend="spark", max_evals=40, quiet=True, mlflow=False, listeners=[canceller]
     )
-    assert result.stop_reason == "cancelled" and time.monotonic() - canceller.at < 5
+    assert result.stop_reason == "cancelled" and time.monotonic() - canceller.cancelled_at < 5
     again = nbtune.tune(
         "x = 1.0  # tune: uniform(0, 1)\nloss = x\n",
         {"spark": connect_spark},
