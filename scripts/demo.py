@@ -69,10 +69,11 @@ def _text(fragment: str) -> str:
 
 
 def _without_clock(line: str) -> str:
-    return re.sub(r"\d+(:\d\d)+ elapsed|ETA \d+(:\d\d)+", "", line)
+    """The line without what changes on its own (clocks, running trials): what is worth a new log line."""
+    return re.sub(r"\d+(:\d\d)+ elapsed|ETA \d+(:\d\d)+|running \d+", "", line)
 
 
-class TerminalClient(NotebookClient):  # type: ignore[misc]
+class TerminalClient(NotebookClient):
     """An nbclient that shows the kernel's printed output and a mirror of the dashboard, live.
 
     On a terminal the dashboard line is redrawn in place; into a pipe or a log (CI) a new line is
