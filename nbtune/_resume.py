@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from hyperopt import Trials, base
 
+from nbtune import _tracking
 from nbtune._errors import TuneUsageError
 from nbtune._mlflow_links import RunLinks, links_for, on_databricks
 from nbtune._options import TuneOptions
@@ -34,7 +36,43 @@ def tracking_setup(
         return options, None
     if options.backend == "sparktrials":  # SparkTrials keeps its own Trials object: nothing to pre-fill
         raise TuneUsageError("--resume works with --backend auto, local or spark, not sparktrials")
-    return options, load_search(options, source, space)
+    result = _load_bounded(options, source, space)
+    if not options.quiet:
+        if result is None:
+            print(f"nbtune: no earlier search of this cell in experiment '{options.experiment}'; starting one")
+        else:
+            print(f"nbtune: resuming run {result.parent_run_id} with {len(result.records)} earlier trials")
+    return options, result
+
+
+def _load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> TuneResult | None:
+    """load_search, where a store that fails is a one-line error and a silent server does not hang the cell."""
+    import mlflow
+
+    uri = options.tracking_uri or str(mlflow.get_tracking_uri())
+    box: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            box["result"] = load_search(options, source, space)
+        except Exception as exc:
+            box["error"] = exc
+
+    # MLflow's HTTP client retries an unreachable server for minutes; local stores are only ever slow.
+    thread = threading.Thread(target=load, name="nbtune-resume", daemon=True)
+    thread.start()
+    stall = _tracking.STALL_SECONDS
+    thread.join(stall if uri.startswith(("http:", "https:", "databricks")) else None)
+    if thread.is_alive():
+        raise TuneUsageError(f"--resume: MLflow at {uri} did not answer in {stall:.0f} s")
+    error = box.get("error")
+    if isinstance(error, TuneUsageError):
+        raise error
+    if error is not None:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise TuneUsageError(f"--resume: cannot read MLflow at {uri}: {type(error).__name__}: {first}")
+    result: TuneResult | None = box.get("result")
+    return result
 
 
 def load_search(options: TuneOptions, source: str, space: SearchSpace) -> TuneResult | None:
@@ -46,7 +84,9 @@ def load_search(options: TuneOptions, source: str, space: SearchSpace) -> TuneRe
     if options.resume:
         try:
             parent = client.get_run(options.resume)
-        except MlflowException:
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
             raise TuneUsageError(f"--resume {options.resume}: no such MLflow run in {client.tracking_uri}") from None
         if parent.data.tags.get("mlflow.parentRunId"):
             raise TuneUsageError(f"--resume {options.resume} is one trial's run; pass its search's (parent) run id")
@@ -55,8 +95,6 @@ def load_search(options: TuneOptions, source: str, space: SearchSpace) -> TuneRe
     else:
         parent = _last_search(client, options, cell_hash(source))
         if parent is None:
-            if not options.quiet:
-                print(f"nbtune: no earlier search of this cell in experiment '{options.experiment}'; starting one")
             return None
     stored_metric = parent.data.tags.get("nbtune.metric", options.metric)
     if stored_metric != options.metric:
@@ -68,8 +106,6 @@ def load_search(options: TuneOptions, source: str, space: SearchSpace) -> TuneRe
     result.parent_run_id = parent.info.run_id
     result.parent_url = links.run_url(parent.info.experiment_id, parent.info.run_id)
     result.wall_time = float(parent.data.metrics.get("wall_time", 0.0))
-    if not options.quiet:
-        print(f"nbtune: resuming run {parent.info.run_id} with {len(result.records)} earlier trials")
     return result
 
 

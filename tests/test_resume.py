@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from conftest import run_tune
 from mlflow.tracking import MlflowClient
 
 import nbtune
-from nbtune import UsageError
+from nbtune import UsageError, _tracking
 
 CELL = """x = 0.5                 # tune: uniform(-2, 2)
 opt = "adam"            # tune: choice("adam", "sgd", "rms")
@@ -140,6 +141,15 @@ def test_bad_resume_requests_are_one_line_usage_errors(tracked_ip, line, message
     with pytest.raises(UsageError, match=message) as info:
         run_tune(tracked_ip, f"{line} --quiet", CELL)
     assert "\n" not in str(info.value)
+
+
+def test_resume_from_a_store_that_does_not_answer_is_a_usage_error_not_a_hang(tracked_ip, monkeypatch):
+    monkeypatch.setattr(_tracking, "STALL_SECONDS", 2.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there
+    with pytest.raises(UsageError, match=f"--resume: MLflow at {uri} did not answer in 2 s"):
+        run_tune(tracked_ip, f"--resume --tracking-uri {uri} --quiet", CELL)
 
 
 def test_resume_of_a_run_whose_space_differs_is_a_usage_error(tracked_ip):
