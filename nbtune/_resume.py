@@ -49,6 +49,7 @@ def _load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> Tune
     """load_search, where a store that fails is a one-line error and a silent server does not hang the cell."""
     import mlflow
 
+    _tracking.quiet_mlflow_logs()
     uri = options.tracking_uri or str(mlflow.get_tracking_uri())
     box: dict[str, Any] = {}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import numbers
 import os
@@ -44,6 +45,26 @@ _FLAGS = (
 
 class TrackingWarning(RuntimeWarning):
     """MLflow tracking stopped during a search (the search itself went on)."""
+
+
+class _QuietNbtuneThreads(logging.Filter):
+    """Drop log records made on nbtune's own MLflow threads: the user gets one warning, not every retry."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName or not record.threadName.startswith("nbtune-")
+
+
+_QUIET = _QuietNbtuneThreads()
+
+
+def quiet_mlflow_logs() -> None:
+    """Keep MLflow's and urllib3's messages from nbtune's threads out of the notebook (idempotent)."""
+    # Logger filters see only records made on that very logger; handler filters see all that reach them.
+    targets: list[logging.Filterer] = [logging.getLogger(n) for n in ("urllib3.connectionpool", "urllib3.util.retry")]
+    targets += [logging.getLogger("alembic.runtime.migration"), *logging.getLogger("mlflow").handlers]
+    for target in targets:
+        if _QUIET not in target.filters:
+            target.addFilter(_QUIET)
 
 
 def cell_hash(source: str) -> str:
@@ -223,6 +244,7 @@ class MlflowTracker(Listener):
         """Import MLflow, then open the parent run (a new one, or the resumed search's)."""
         from mlflow.tracking import MlflowClient
 
+        quiet_mlflow_logs()
         assert self._info is not None and self._result is not None
         client = MlflowClient(tracking_uri=self._options.tracking_uri)
         self._uri = client.tracking_uri
