@@ -12,6 +12,7 @@ from nbtune._events import Listener, SearchInfo
 from nbtune._local import LocalExecutor
 from nbtune._objective import Objective
 from nbtune._options import TuneOptions
+from nbtune._payload import Packed, pack
 from nbtune._result import TuneResult
 from nbtune._search import Search
 from nbtune._space import SearchSpace
@@ -43,22 +44,26 @@ def make_search(
                 raise
             warnings.warn(f"nbtune: {exc}; running trials in this process instead", RuntimeWarning, stacklevel=2)
             return Search(objective, space, options, LocalExecutor(objective), listeners, info, result)
-    ship_check(objective)
+    packed = pack_for_workers(objective)
     if backend == "sparktrials":
         from nbtune._sparktrials import SparkTrialsSearch
 
         return SparkTrialsSearch(spark, objective, space, options, listeners, info)
     from nbtune._spark_pool import SparkPoolExecutor
 
-    executor = SparkPoolExecutor(spark, objective, options.parallelism)
+    executor = SparkPoolExecutor(spark, packed, options.parallelism)
     return Search(objective, space, options, executor, listeners, info, result)
 
 
-def ship_check(objective: Objective) -> None:
-    """Fail early, naming the variable, if the cell's inputs cannot be sent to Spark workers."""
+def pack_for_workers(objective: Objective) -> Packed:
+    """Pickle the objective once for every worker; fail early, naming the variable, if it cannot ship."""
     if "get_ipython" in objective.captured:
         raise TuneUsageError(
             "the cell uses IPython syntax (!cmd or %magic), which runs only in the notebook: "
             "move it to another cell or use --backend local"
         )
-    check_picklable(objective.captured)
+    try:
+        return pack(objective)
+    except Exception:
+        check_picklable(objective.captured)  # names the variable that does not pickle
+        raise

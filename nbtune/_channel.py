@@ -11,11 +11,13 @@ import contextlib
 import logging
 import queue
 import secrets
+import socket
 import threading
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
+from nbtune._payload import Packed, send
 from nbtune._records import TrialOutcome, TrialRequest
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,13 @@ class WorkerFailed(Exception):
 class Coordinator:
     """Listen for workers while a search runs; queue trials to them; collect outcomes."""
 
-    def __init__(self, host: str, objective_bytes: bytes) -> None:
+    def __init__(self, host: str, objective: Packed) -> None:
         self.secret = secrets.token_bytes(32)
-        self._objective = objective_bytes
-        self._listener = Listener((host, 0), family="AF_INET", authkey=None)  # auth is done per connection
-        self.address: tuple[str, int] = self._listener.address
+        self._objective = objective
+        # A plain socket rather than multiprocessing's Listener: close() must be able to wake
+        # accept() (shutdown does, close alone does not), and auth runs per connection thread.
+        self._server = socket.create_server((host, 0))
+        self.address: tuple[str, int] = self._server.getsockname()[:2]
         self.pending: queue.Queue[TrialRequest] = queue.Queue()
         self.outcomes: queue.Queue[TrialOutcome] = queue.Queue()
         self.errors: queue.Queue[str] = queue.Queue()
@@ -56,9 +60,10 @@ class Coordinator:
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
-                conn = self._listener.accept()
+                sock, _ = self._server.accept()
             except OSError:
-                return  # the listener was closed
+                return  # the listener was shut down
+            conn = Connection(sock.detach())
             threading.Thread(target=self._serve, args=(conn,), name="nbtune-worker-conn", daemon=True).start()
 
     def _authenticate(self, conn: Connection) -> bool:
@@ -92,7 +97,7 @@ class Coordinator:
     def _serve_worker(self, conn: Connection) -> None:
         hello: dict[str, Any] = conn.recv()
         info = WorkerInfo(int(hello["slot"]), str(hello["host"]), int(hello["pid"]))
-        conn.send_bytes(self._objective)
+        send(conn, self._objective)
         ready = conn.recv()
         if ready[0] == "error":  # the objective did not load on that worker
             self.errors.put(str(ready[1]))
@@ -118,7 +123,8 @@ class Coordinator:
         """Stop listening and drop every connection; workers then exit on their own."""
         self._closed.set()
         with contextlib.suppress(OSError):
-            self._listener.close()
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
         with self._lock:
             conns = list(self._connections)
         for conn in conns:

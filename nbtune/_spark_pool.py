@@ -9,11 +9,9 @@ import time
 import uuid
 from typing import Any
 
-import cloudpickle
-
 from nbtune._channel import Coordinator
 from nbtune._executor import ExecutorError
-from nbtune._objective import Objective
+from nbtune._payload import Packed
 from nbtune._records import TrialOutcome, TrialRequest
 from nbtune._spark_session import cancel_tag, coordinator_host, default_parallelism, job_tags
 from nbtune._worker import task_function
@@ -30,12 +28,12 @@ class SparkPoolExecutor:
 
     name = "spark"
 
-    def __init__(self, spark: Any, objective: Objective, parallelism: int | None = None) -> None:
+    def __init__(self, spark: Any, objective: Packed, parallelism: int | None = None) -> None:
         self._spark = spark
         cores = default_parallelism(spark)
         self.slots = parallelism or cores
         self._threads_per_worker = max(1, cores // self.slots)
-        self._coordinator = Coordinator(coordinator_host(spark), cloudpickle.dumps(objective))
+        self._coordinator = Coordinator(coordinator_host(spark), objective)
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
         self.launches = 0

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Client
 from typing import Any
 
-import cloudpickle
+from nbtune._payload import receive
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -33,7 +33,7 @@ def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> i
     conn = Client(address, family="AF_INET", authkey=secret)
     conn.send({"slot": slot, "host": socket.gethostname(), "pid": os.getpid()})
     try:
-        objective = cloudpickle.loads(conn.recv_bytes())
+        objective = receive(conn)
     except Exception as exc:
         reason = traceback.format_exception_only(exc)[-1].strip()
         conn.send(("error", f"the cell's variables do not load on the workers: {reason}"))

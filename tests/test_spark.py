@@ -14,6 +14,7 @@ from spark_fixtures import CancelAfter, active_jobs, local_spark  # noqa: F401 -
 import nbtune
 from nbtune import UsageError
 from nbtune._channel import Coordinator
+from nbtune._payload import pack, receive
 from nbtune._records import TrialOutcome
 
 pytestmark = pytest.mark.spark
@@ -55,12 +56,15 @@ def test_notebook_variables_are_shipped_once_per_worker_not_per_trial(local_spar
         def __setstate__(self, state):
             self.__dict__.update(state)
             with open(self.path, "a") as f:
-                f.write("x\n")
+                f.write(f"{os.getpid()}\n")
 
-    cell = "x = 1.0  # tune: uniform(0, 1)\nbig = data.path\nloss = x\n"
-    result = spark_tune(local_spark, cell, {"data": Counted(log)}, max_evals=12)
+    cell = "import os, time\nx = 1.0  # tune: uniform(0, 1)\nbig = data.path\ntime.sleep(0.2)\n"
+    cell += "pid = os.getpid()\nloss = x\n"
+    result = spark_tune(local_spark, cell, {"data": Counted(log)}, max_evals=12, log_metrics="pid")
     assert len(result.records) == 12
-    assert len(log.read_text().splitlines()) == 2  # once for each of the two workers
+    serving = {int(r.log_metrics["pid"]) for r in result.records}
+    unpickled_in = [int(line) for line in log.read_text().splitlines()]
+    assert sorted(unpickled_in) == sorted(serving)  # once in each worker that ran trials, never per trial
 
 
 def test_each_worker_limits_numeric_threads_to_its_share_of_the_cores(local_spark):
@@ -178,7 +182,7 @@ def test_sparktrials_backend_runs_hyperopts_sparktrials_with_the_same_result_sha
 
 
 def test_the_channel_refuses_a_client_without_the_secret_and_takes_no_results_from_it():
-    coordinator = Coordinator("127.0.0.1", b"objective")
+    coordinator = Coordinator("127.0.0.1", pack("objective"))
     try:
         with pytest.raises((AuthenticationError, EOFError, ConnectionError)):
             Client(coordinator.address, family="AF_INET", authkey=b"not the secret")
@@ -196,14 +200,14 @@ def test_the_channel_refuses_a_client_without_the_secret_and_takes_no_results_fr
         assert coordinator.outcomes.empty() and coordinator.workers == {}
         ok = Client(coordinator.address, family="AF_INET", authkey=coordinator.secret)
         ok.send({"slot": 0, "host": "h", "pid": 1})
-        assert ok.recv_bytes() == b"objective"  # the real secret is let in
+        assert receive(ok) == "objective"  # the real secret is let in
         ok.close()
     finally:
         coordinator.close()
 
 
 def test_the_channel_stops_listening_when_the_search_ends():
-    coordinator = Coordinator("127.0.0.1", b"x")
+    coordinator = Coordinator("127.0.0.1", pack("x"))
     coordinator.close()
     with pytest.raises(OSError):
         Client(coordinator.address, family="AF_INET", authkey=coordinator.secret)
