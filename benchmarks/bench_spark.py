@@ -187,9 +187,8 @@ def main() -> None:
             row["note"] = f"SparkTrials run on {n_st} trials and scaled to {w.trials}"
         rows.append(row)
 
-    print(
-        "\n| workload | nbtune wall | nbtune eff | SparkTrials wall | SparkTrials eff | serial wall | nbtune/SparkTrials |"
-    )
+    header = ["workload", "nbtune wall", "nbtune eff", "SparkTrials wall", "SparkTrials eff", "serial wall"]
+    print("\n| " + " | ".join([*header, "nbtune/SparkTrials"]) + " |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
