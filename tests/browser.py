@@ -1,6 +1,7 @@
 """Browser fixtures: JupyterLab on 127.0.0.1 and a Playwright page in Debian's chromium.
 
-Use them from a test module with `from browser import jupyterlab_server_fixture, page_fixture  # noqa: F401`;
+tests/conftest.py registers them once for every test module (a session fixture imported into two
+modules would be two fixtures, and two Playwright instances cannot coexist in one thread);
 the fixtures are named `jupyterlab_server` and `page`. Mark such tests `@pytest.mark.browser`.
 """
 

@@ -7,6 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Defined once here, not imported per module: a session fixture imported into two modules is two
+# fixtures, and two Playwright instances cannot run in one thread.
+from browser import chromium_fixture, jupyterlab_server_fixture, page_fixture  # noqa: F401
 from IPython.core.interactiveshell import InteractiveShell
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -182,6 +182,11 @@ def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"spark.pyspark.python={sys.executable}",
     ]
     server = start(cmd, env, tmp / "connect.log")
+    # IPython's test shell puts a module without __spec__ in sys.modules["__main__"]; pyspark's Connect
+    # client reads that attribute (a kernel's user module has it).
+    main = sys.modules["__main__"]
+    if not hasattr(main, "__spec__"):
+        main.__spec__ = None
     try:
         wait_for_port(port, timeout=120)
         yield f"sc://127.0.0.1:{port}"

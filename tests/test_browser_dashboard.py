@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from browser import chromium_fixture, jupyterlab_server_fixture, page_fixture, screenshot  # noqa: F401
+from browser import screenshot
 
 pytestmark = pytest.mark.browser
 

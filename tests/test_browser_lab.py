@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser import chromium_fixture, jupyterlab_server_fixture, page_fixture, screenshot  # noqa: F401
+from browser import screenshot
 
 from nbtune import templates
 from nbtune._lab_read import read_cell
