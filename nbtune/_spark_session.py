@@ -56,16 +56,19 @@ def start_local_session() -> Any:
         with _quiet_stderr():
             spark = builder.getOrCreate()
     except Exception as exc:
-        raise SparkUnavailable(f"Spark could not start ({_first_line(exc)}); {_java_hint()}") from None
+        raise SparkUnavailable(f"Spark could not start ({_first_line(exc)}); {_hint(exc)}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
-def _java_hint() -> str:
-    return (
-        "Spark 4 needs Java 17 or newer: install it (e.g. apt-get install openjdk-17-jre-headless) "
-        "and set JAVA_HOME, or use --backend local"
-    )
+def _hint(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "java" in text or "gateway" in text:  # no JVM, or one that died at start: usually no Java 17
+        return (
+            "Spark 4 needs Java 17 or newer: install it (e.g. apt-get install openjdk-17-jre-headless) "
+            "and set JAVA_HOME, or use --backend local"
+        )
+    return "fix the Spark setup named above, or use --backend local"
 
 
 def _first_line(exc: BaseException) -> str:

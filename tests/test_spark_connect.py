@@ -20,6 +20,8 @@ def connect_spark(connect_server):
     spark = SparkSession.builder.remote(connect_server).getOrCreate()
     yield spark
     spark.stop()
+    # stop() of a remote Connect session leaves the process in Connect mode; later tests start classic Spark.
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
 def test_a_search_runs_through_spark_connect(connect_spark):
