@@ -59,9 +59,7 @@ class Kernel:
 
     def comm_data(self, comm_id: str) -> list[dict[str, Any]]:
         return [
-            m["content"]["data"]
-            for m in self.log
-            if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+            m["content"]["data"] for m in self.log if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
         ]
 
     def closed(self, comm_id: str) -> bool:
