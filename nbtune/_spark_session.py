@@ -30,7 +30,7 @@ def active_session(namespace: Mapping[str, Any]) -> Any | None:
     if candidate is not None and type(candidate).__module__.startswith("pyspark.sql"):
         return candidate
     if "pyspark" not in sys.modules:
-        return None  # nobody started Spark in this process
+        return None  # pyspark not imported (or not installed): no session can exist yet
     from pyspark.sql import SparkSession
 
     return SparkSession.getActiveSession()
