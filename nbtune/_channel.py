@@ -63,6 +63,7 @@ class Coordinator:
                 sock, _ = self._server.accept()
             except OSError:
                 return  # the listener was shut down
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see _worker.connect
             conn = Connection(sock.detach())
             threading.Thread(target=self._serve, args=(conn,), name="nbtune-worker-conn", daemon=True).start()
 

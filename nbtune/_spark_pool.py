@@ -14,7 +14,7 @@ from nbtune._executor import ExecutorError
 from nbtune._payload import Packed
 from nbtune._records import TrialOutcome, TrialRequest
 from nbtune._spark_session import cancel_tag, coordinator_host, default_parallelism, job_tags
-from nbtune._worker import task_function
+from nbtune._worker import TASK_SCHEMA, task_function
 
 _SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any trial
 
@@ -36,6 +36,7 @@ class SparkPoolExecutor:
         self._coordinator = Coordinator(coordinator_host(spark), objective)
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
+        self.closed = threading.Event()  # set once every slot job has ended after close()
         self.launches = 0
         self._slot_threads = [
             threading.Thread(target=self._run_slot, args=(slot,), name=f"nbtune-slot-{slot}", daemon=True)
@@ -51,26 +52,37 @@ class SparkPoolExecutor:
 
     def _run_slot(self, slot: int) -> None:
         failures = 0
-        address, secret = self._coordinator.address, self._coordinator.secret
         while not self._closing.is_set():
-            fn = task_function(address, secret, slot, self._threads_per_worker)
             before = self._coordinator.workers.get(slot)
             self.launches += 1
             try:
-                with job_tags(self._spark, self.tag, f"{self.tag}-slot{slot}"):
-                    self._spark.range(1, numPartitions=1).mapInPandas(fn, "slot long, trials long").collect()
+                problem = self._launch(slot)
             except Exception as exc:
-                if self._closing.is_set():
-                    return
-                served = self._coordinator.workers.get(slot) is not before
-                failures = 0 if served else failures + 1
-                if failures >= _SLOT_RETRIES:
-                    self._coordinator.errors.put(_explain(exc))
-                    return
-                time.sleep(0.2 * failures)  # a crash loop should not spin
-                continue
+                problem = _explain(exc)
             if self._closing.is_set():
                 return
+            if problem is None:
+                continue  # the worker left early without an error: start another
+            served = self._coordinator.workers.get(slot) is not before
+            failures = 0 if served else failures + 1
+            if failures >= _SLOT_RETRIES:
+                self._coordinator.errors.put(problem)
+                return
+            time.sleep(0.2 * failures)  # a crash loop should not spin
+
+    def _launch(self, slot: int) -> str | None:
+        """Run one slot's Spark job until its worker leaves; what went wrong, if anything."""
+        address = self._coordinator.address
+        fn = task_function(address, self._coordinator.secret, slot, self._threads_per_worker)
+        with job_tags(self._spark, self.tag, f"{self.tag}-slot{slot}"):
+            rows = self._spark.range(1, numPartitions=1).mapInPandas(fn, TASK_SCHEMA).collect()
+        unreachable = str(rows[0]["unreachable"]) if rows else ""
+        if not unreachable:
+            return None
+        return (
+            f"the Spark workers cannot connect back to this notebook at {address[0]}:{address[1]} ({unreachable}); "
+            "set NBTUNE_COORDINATOR_HOST to an address of this machine that the workers can reach"
+        )
 
     def submit(self, request: TrialRequest) -> None:
         """Queue a trial for the next free worker."""
@@ -95,16 +107,22 @@ class SparkPoolExecutor:
         cancel_tag(self._spark, self.tag)
 
     def close(self) -> None:
-        """End the pool; workers exit when the channel closes, stragglers are cancelled."""
+        """End the pool without keeping the user waiting: workers exit as the channel closes."""
         self._closing.set()
         self._coordinator.close()
-        deadline = time.monotonic() + 0.5  # connected workers exit at once; late starters are cancelled
+        # Spark takes ~50 ms to wind the jobs down; the result need not wait for that.
+        threading.Thread(target=self._reap, name="nbtune-pool-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        """Wait briefly for the slot jobs to end, then cancel stragglers (e.g. a slot still queued)."""
+        deadline = time.monotonic() + 0.5
         for thread in self._slot_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._slot_threads):
-            cancel_tag(self._spark, self.tag)  # e.g. a slot still waiting for an executor
+            cancel_tag(self._spark, self.tag)
             for thread in self._slot_threads:
                 thread.join(5.0)
+        self.closed.set()
 
 
 def _explain(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ import os
 import socket
 import traceback
 from collections.abc import Iterator
-from multiprocessing.connection import Client
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
 from nbtune._payload import receive
@@ -27,31 +27,55 @@ def limit_threads(threads: int) -> None:
         pass
 
 
-def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> int:
-    """Connect to the coordinator and run trials until it hangs up; return how many ran."""
+def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> tuple[int, str]:
+    """Run trials from the coordinator until it hangs up; return how many ran and why it could not connect."""
     limit_threads(threads)
-    conn = Client(address, family="AF_INET", authkey=secret)
-    conn.send({"slot": slot, "host": socket.gethostname(), "pid": os.getpid()})
     try:
-        objective = receive(conn)
-    except Exception as exc:
-        reason = traceback.format_exception_only(exc)[-1].strip()
-        conn.send(("error", f"the cell's variables do not load on the workers: {reason}"))
-        conn.close()
-        return 0
-    conn.send(("ready",))
+        conn = connect(address, secret)
+    except (EOFError, OSError) as exc:  # the search ended before this task started, or no route back
+        return 0, f"{type(exc).__name__}: {exc}"
     ran = 0
-    while True:
+    try:
+        conn.send({"slot": slot, "host": socket.gethostname(), "pid": os.getpid()})
         try:
-            kind, request = conn.recv()
+            objective = receive(conn)
         except (EOFError, OSError):
-            break  # the search is over (or was cancelled)
-        if kind != "trial":
-            break
-        conn.send(objective.run(request))
-        ran += 1
-    conn.close()
-    return ran
+            raise
+        except Exception as exc:
+            reason = traceback.format_exception_only(exc)[-1].strip()
+            conn.send(("error", f"the cell's variables do not load on the workers: {reason}"))
+            return 0, ""
+        conn.send(("ready",))
+        while True:
+            kind, request = conn.recv()
+            if kind != "trial":
+                break
+            conn.send(objective.run(request))
+            ran += 1
+    except (EOFError, OSError):
+        pass  # the coordinator hung up: the search is over or was cancelled
+    finally:
+        conn.close()
+    # Ending normally (not failing the task) keeps Spark's Python worker, and its imports, for next time.
+    return ran, ""
+
+
+def connect(address: tuple[str, int], secret: bytes) -> Connection:
+    """An authenticated connection to the coordinator (what `multiprocessing.connection.Client` does)."""
+    sock = socket.create_connection(address)
+    # The protocol sends small messages back to back; Nagle + delayed ACK would add 40 ms to each pair.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = Connection(sock.detach())
+    try:
+        answer_challenge(conn, secret)
+        deliver_challenge(conn, secret)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+TASK_SCHEMA = "slot long, trials long, unreachable string"
 
 
 def task_function(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> Any:
@@ -62,7 +86,7 @@ def task_function(address: tuple[str, int], secret: bytes, slot: int, threads: i
 
         for _ in batches:  # the one input row only says "start"
             pass
-        ran = serve(address, secret, slot, threads)
-        yield pd.DataFrame({"slot": [slot], "trials": [ran]})
+        ran, unreachable = serve(address, secret, slot, threads)
+        yield pd.DataFrame({"slot": [slot], "trials": [ran], "unreachable": [unreachable]})
 
     return run

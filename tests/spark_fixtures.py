@@ -76,8 +76,14 @@ def local_spark() -> Iterator[Any]:
     spark.stop()
 
 
-def active_jobs(spark: Any) -> list[int]:
-    return list(spark.sparkContext.statusTracker().getActiveJobsIds())
+def active_jobs(spark: Any, within: float = 0.0) -> list[int]:
+    """Spark jobs still running after waiting up to `within` seconds for them to end."""
+    deadline = time.monotonic() + within
+    while True:
+        jobs = list(spark.sparkContext.statusTracker().getActiveJobsIds())
+        if not jobs or time.monotonic() >= deadline:
+            return jobs
+        time.sleep(0.1)
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import socket
 import threading
 import time
 from multiprocessing.connection import AuthenticationError, Client
@@ -12,10 +13,12 @@ import pytest
 from spark_fixtures import CancelAfter, active_jobs, local_spark  # noqa: F401 - fixture
 
 import nbtune
+import nbtune._spark_pool
 from nbtune import UsageError
 from nbtune._channel import Coordinator
 from nbtune._payload import pack, receive
 from nbtune._records import TrialOutcome
+from nbtune._worker import TASK_SCHEMA, task_function
 
 pytestmark = pytest.mark.spark
 
@@ -94,8 +97,7 @@ def test_timeout_stops_the_spark_jobs_and_keeps_finished_trials(local_spark):
     result = spark_tune(local_spark, SLEEPY, {"nap": 0.4}, max_evals=200, timeout=4)
     assert result.stop_reason == "timeout"
     assert sum(r.status == "ok" for r in result.records) >= 4
-    time.sleep(1)
-    assert active_jobs(local_spark) == []
+    assert active_jobs(local_spark, within=1) == []
 
 
 def test_cancel_stops_the_search_within_seconds_and_the_next_search_works(local_spark):
@@ -112,10 +114,7 @@ def test_cancel_stops_the_search_within_seconds_and_the_next_search_works(local_
     stopped = time.monotonic() - canceller.cancelled_at
     assert result.stop_reason == "cancelled" and stopped < 5
     assert sum(r.status == "ok" for r in result.records) >= 3
-    deadline = time.monotonic() + 5
-    while active_jobs(local_spark) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert active_jobs(local_spark) == []
+    assert active_jobs(local_spark, within=5) == []
     again = spark_tune(local_spark, SLEEPY, {"nap": 0.05}, max_evals=4)
     assert [r.status for r in again.records] == ["ok"] * 4
 
@@ -129,10 +128,7 @@ def test_a_kernel_interrupt_cancels_the_spark_jobs_and_keeps_finished_trials(loc
         timer.cancel()
     assert result.stop_reason == "interrupted"
     assert sum(r.status == "ok" for r in result.records) >= 2
-    deadline = time.monotonic() + 5
-    while active_jobs(local_spark) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert active_jobs(local_spark) == []
+    assert active_jobs(local_spark, within=5) == []
 
 
 def test_a_killed_worker_loses_no_trial_and_the_search_completes(local_spark, tmp_path):
@@ -161,6 +157,7 @@ def test_a_killed_worker_loses_no_trial_and_the_search_completes(local_spark, tm
 
 
 def test_a_variable_that_cannot_be_sent_to_workers_is_a_usage_error_naming_it(local_spark):
+    assert active_jobs(local_spark, within=5) == []  # earlier tests' pools wind down in the background
     with pytest.raises(UsageError, match=r"variable 'lock' \(lock\) cannot be sent to the workers"):
         spark_tune(
             local_spark, "x = 1.0  # tune: uniform(0, 1)\nwith lock:\n    loss = x\n", {"lock": threading.Lock()}
@@ -171,6 +168,37 @@ def test_a_variable_that_cannot_be_sent_to_workers_is_a_usage_error_naming_it(lo
 def test_auto_uses_the_active_session_and_its_parallelism(local_spark):
     result = nbtune.tune(SLEEPY, {"nap": 0.01}, max_evals=3, quiet=True, mlflow=False)  # no `spark` variable
     assert result.backend == "spark" and result.parallelism == 2
+
+
+def test_a_finished_search_ends_its_jobs_by_itself_and_the_next_reuses_spark_python_workers(local_spark):
+    cell = "import os\nx = 1.0  # tune: uniform(0, 1)\npid = os.getpid()\nloss = x\n"
+    first = spark_tune(local_spark, cell, max_evals=6, log_metrics="pid")
+    assert active_jobs(local_spark, within=3) == []  # the workers left as the channel closed: nothing cancelled
+    second = spark_tune(local_spark, cell, max_evals=6, log_metrics="pid")
+    pids = [{r.log_metrics["pid"] for r in result.records} for result in (first, second)]
+    assert pids[1] <= pids[0]  # a cancelled task would have cost Spark its Python worker (and warm imports)
+
+
+def test_a_worker_that_cannot_reach_the_driver_ends_its_task_quietly_and_says_why(local_spark):
+    with socket.socket() as probe:  # a port nobody listens on: what a search that already ended looks like
+        probe.bind(("127.0.0.1", 0))
+        gone = probe.getsockname()
+    rows = local_spark.range(1, numPartitions=1).mapInPandas(task_function(gone, b"s", 0, 1), TASK_SCHEMA).collect()
+    assert rows[0]["trials"] == 0 and "ConnectionRefusedError" in rows[0]["unreachable"]
+
+
+def test_workers_that_cannot_connect_back_give_a_usage_error_naming_the_fix(local_spark, monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        gone = probe.getsockname()
+    monkeypatch.setattr(
+        nbtune._spark_pool, "task_function", lambda _address, *args: task_function(gone, *args)
+    )  # as if a firewall stood between the executors and the notebook
+    with pytest.raises(
+        UsageError, match=r"cannot connect back to this notebook at 127\.0\.0\.1:.*NBTUNE_COORDINATOR_HOST"
+    ):
+        spark_tune(local_spark, SLEEPY, {"nap": 0.01}, max_evals=4)
+    assert active_jobs(local_spark, within=5) == []
 
 
 def test_sparktrials_backend_runs_hyperopts_sparktrials_with_the_same_result_shape(local_spark):
@@ -187,7 +215,6 @@ def test_the_channel_refuses_a_client_without_the_secret_and_takes_no_results_fr
         with pytest.raises((AuthenticationError, EOFError, ConnectionError)):
             Client(coordinator.address, family="AF_INET", authkey=b"not the secret")
         import pickle
-        import socket
 
         forged = pickle.dumps(TrialOutcome(tid=0, status="ok", value=-1e9))
         with socket.create_connection(coordinator.address) as raw:
