@@ -14,7 +14,7 @@ from nbtune._executor import ExecutorError
 from nbtune._payload import Packed
 from nbtune._records import TrialOutcome, TrialRequest
 from nbtune._spark_session import cancel_tag, coordinator_host, default_parallelism, job_tags
-from nbtune._worker import TASK_SCHEMA, task_function
+from nbtune._worker import task_function, task_schema
 
 _SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any trial
 
@@ -75,7 +75,7 @@ class SparkPoolExecutor:
         address = self._coordinator.address
         fn = task_function(address, self._coordinator.secret, slot, self._threads_per_worker)
         with job_tags(self._spark, self.tag, f"{self.tag}-slot{slot}"):
-            rows = self._spark.range(1, numPartitions=1).mapInPandas(fn, TASK_SCHEMA).collect()
+            rows = self._spark.range(1, numPartitions=1).mapInPandas(fn, task_schema()).collect()
         unreachable = str(rows[0]["unreachable"]) if rows else ""
         if not unreachable:
             return None

@@ -18,7 +18,7 @@ from nbtune import UsageError
 from nbtune._channel import Coordinator
 from nbtune._payload import pack, receive
 from nbtune._records import TrialOutcome
-from nbtune._worker import TASK_SCHEMA, task_function
+from nbtune._worker import task_function, task_schema
 
 pytestmark = pytest.mark.spark
 
@@ -183,7 +183,7 @@ def test_a_worker_that_cannot_reach_the_driver_ends_its_task_quietly_and_says_wh
     with socket.socket() as probe:  # a port nobody listens on: what a search that already ended looks like
         probe.bind(("127.0.0.1", 0))
         gone = probe.getsockname()
-    rows = local_spark.range(1, numPartitions=1).mapInPandas(task_function(gone, b"s", 0, 1), TASK_SCHEMA).collect()
+    rows = local_spark.range(1, numPartitions=1).mapInPandas(task_function(gone, b"s", 0, 1), task_schema()).collect()
     assert rows[0]["trials"] == 0 and "ConnectionRefusedError" in rows[0]["unreachable"]
 
 
