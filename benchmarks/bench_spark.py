@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_spark.py            # all workloads (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_spark.py --only a b # some of them
+    .venv/bin/python benchmarks/bench_spark.py --repeat 1 # one run each instead of the median of 3
 
 Prints wall time, slot efficiency (busy slot-seconds / (P x wall)) and nbtune's wall as a
 fraction of SparkTrials'. Machines here are shared and noisy: compare ratios, not seconds.
@@ -125,14 +126,26 @@ def run_hyperopt(w: Workload, trials: Trials, n: int, big: Any) -> dict[str, flo
     return {"wall": wall, "busy": busy, "n": len(results), "slow_imports": imports}
 
 
-def efficiency(m: dict[str, float], slots: int) -> float:
+def efficiency(m: dict[str, Any], slots: int) -> float:
     return m["busy"] / (slots * m["wall"])
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The run with the median wall time (its own busy time and counts, so its efficiency is consistent)."""
+    ordered = sorted(runs, key=lambda m: m["wall"])
+    return {**ordered[len(ordered) // 2], "walls": [m["wall"] for m in runs]}
+
+
+def spread(m: dict[str, Any]) -> str:
+    walls = m.get("walls", [m["wall"]])
+    return "" if len(walls) < 2 else f" (median of {len(walls)}: {', '.join(f'{w:.2f}' for w in walls)} s)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=[w.key for w in WORKLOADS])
     parser.add_argument("--no-serial", action="store_true", help="skip serial Trials (slow on e)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of nbtune and SparkTrials per workload (not e)")
     args = parser.parse_args()
     os.environ["NBTUNE_SPARK_MASTER"] = f"local[{P}]"
     spark = start_local_session()
@@ -147,12 +160,19 @@ def main() -> None:
             continue
         big = np.random.default_rng(0).random(w.big_mb * 1_000_000 // 8) if w.big_mb else None
         print(f"\n({w.key}) {w.title}", flush=True)
-        ours = run_nbtune(spark, w, big)
-        print(f"  nbtune pool:  wall {ours['wall']:.1f} s, efficiency {efficiency(ours, P):.2f}", flush=True)
+        repeat = 1 if w.key == "e" else max(1, args.repeat)
         n_st = w.sparktrials_trials or w.trials
-        theirs = run_hyperopt(w, SparkTrials(parallelism=P, spark_session=spark), n_st, big)
+        ours_runs, theirs_runs = [], []
+        for _ in range(repeat):  # interleaved, so a noisy spell hits both
+            ours_runs.append(run_nbtune(spark, w, big))
+            theirs_runs.append(run_hyperopt(w, SparkTrials(parallelism=P, spark_session=spark), n_st, big))
+        ours, theirs = median_run(ours_runs), median_run(theirs_runs)
         print(
-            f"  SparkTrials:  wall {theirs['wall']:.1f} s on {n_st} trials, efficiency {efficiency(theirs, P):.2f}",
+            f"  nbtune pool:  wall {ours['wall']:.2f} s, efficiency {efficiency(ours, P):.3f}{spread(ours)}", flush=True
+        )
+        print(
+            f"  SparkTrials:  wall {theirs['wall']:.1f} s on {n_st} trials, efficiency {efficiency(theirs, P):.2f}"
+            f"{spread(theirs)}",
             flush=True,
         )
         serial = None
@@ -192,7 +212,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['workload']} | {r['nbtune wall']:.1f} s | {r['nbtune eff']:.2f} | {r['SparkTrials wall']:.1f} s | "
+            f"| {r['workload']} | {r['nbtune wall']:.2f} s | {r['nbtune eff']:.3f} | {r['SparkTrials wall']:.1f} s | "
             f"{r['SparkTrials eff']:.2f} | {r['serial wall']:.1f} s | {r['ratio']:.2f}x |"
         )
     for r in rows:
