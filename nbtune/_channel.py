@@ -13,6 +13,7 @@ import queue
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
@@ -33,6 +34,15 @@ class WorkerInfo:
     pid: int
 
 
+@dataclass
+class Running:
+    """A trial a worker is on, and since when (time.monotonic)."""
+
+    request: TrialRequest
+    started: float
+    worker: WorkerInfo
+
+
 class WorkerFailed(Exception):
     """A worker could not start (e.g. the cell's variables do not load on the workers)."""
 
@@ -51,6 +61,7 @@ class Coordinator:
         self.outcomes: queue.Queue[TrialOutcome] = queue.Queue()
         self.errors: queue.Queue[str] = queue.Queue()
         self.workers: dict[int, WorkerInfo] = {}  # slot -> the worker currently serving it
+        self.running: dict[Connection, Running] = {}  # the trial each connected worker is on
         self.refused = 0
         self._closed = threading.Event()
         self._connections: set[Connection] = set()
@@ -109,15 +120,18 @@ class Coordinator:
                 request = self.pending.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self.running[conn] = Running(request, time.monotonic(), info)
             try:
                 conn.send(("trial", request))
                 outcome: TrialOutcome = conn.recv()
             except (EOFError, OSError, TypeError) as exc:  # TypeError: closed under us by close()
+                self.running.pop(conn, None)
                 if not self._closed.is_set():
                     lost = TrialOutcome(tid=request.tid, status="failed", lost=True, host=info.host)
                     lost.error = f"the worker on {info.host} (pid {info.pid}) was lost: {type(exc).__name__}"
                     self.outcomes.put(lost)
                 return
+            self.running.pop(conn, None)
             self.outcomes.put(outcome)
 
     def close(self) -> None:

@@ -22,16 +22,16 @@ from nbtune._records import TrialOutcome, TrialRequest
 from nbtune._timeouts import TrialTimeout, time_limit
 
 CELL_FILENAME = "<tune-cell>"
-_OUTPUT_LIMIT = 64 * 1024  # keep the tail of a chatty trial's output, not all of it
+OUTPUT_LIMIT = 64 * 1024  # keep the tail of a chatty trial's output, not all of it
 
 
 class _Tail(io.StringIO):
-    """A text buffer that keeps only the last _OUTPUT_LIMIT characters."""
+    """A text buffer that keeps only the last OUTPUT_LIMIT characters."""
 
     def write(self, s: str) -> int:
         n = super().write(s)
-        if self.tell() > 2 * _OUTPUT_LIMIT:
-            tail = self.getvalue()[-_OUTPUT_LIMIT:]
+        if self.tell() > 2 * OUTPUT_LIMIT:
+            tail = self.getvalue()[-OUTPUT_LIMIT:]
             self.seek(0)
             self.truncate()
             super().write(tail)
@@ -39,7 +39,7 @@ class _Tail(io.StringIO):
 
     def text(self) -> str:
         value = self.getvalue()
-        return value if len(value) <= _OUTPUT_LIMIT else "...\n" + value[-_OUTPUT_LIMIT:]
+        return value if len(value) <= OUTPUT_LIMIT else "...\n" + value[-OUTPUT_LIMIT:]
 
 
 def as_number(value: Any) -> float | None:

@@ -17,6 +17,9 @@ from nbtune._spark_session import cancel_tag, coordinator_host, default_parallel
 from nbtune._worker import task_function, task_schema
 
 _SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any trial
+# Seconds past a trial's time limit before its worker is taken to be stuck in native code, which
+# the worker's own timer signal cannot interrupt.
+_STUCK_GRACE = 5.0
 
 
 class SparkPoolExecutor:
@@ -90,6 +93,7 @@ class SparkPoolExecutor:
 
     def poll(self, timeout: float) -> list[TrialOutcome]:
         """Outcomes streamed back by the workers since the last poll."""
+        self._stop_stuck()
         with contextlib.suppress(queue.Empty):
             error = self._coordinator.errors.get_nowait()
             raise ExecutorError(error)
@@ -99,6 +103,24 @@ class SparkPoolExecutor:
             while True:
                 out.append(self._coordinator.outcomes.get_nowait())
         return out
+
+    def _stop_stuck(self) -> None:
+        """Fail a trial that outlived its time limit by _STUCK_GRACE and kill its task; the slot restarts."""
+        now = time.monotonic()
+        for conn, running in list(self._coordinator.running.items()):
+            limit = running.request.timeout
+            if limit is None or now - running.started < limit + _STUCK_GRACE:
+                continue
+            if self._coordinator.running.pop(conn, None) is not running:
+                continue  # it finished meanwhile
+            outcome = TrialOutcome(running.request.tid, "failed", timed_out=True, host=running.worker.host)
+            outcome.duration = now - running.started
+            outcome.error = (
+                f"trial ran past --trial-timeout ({limit:g} s) and did not stop (stuck in native code?); "
+                "its Spark task was killed"
+            )
+            self._coordinator.outcomes.put(outcome)
+            cancel_tag(self._spark, f"{self.tag}-slot{running.worker.slot}")
 
     def cancel(self) -> None:
         """Stop every running trial: close the channel and cancel the pool's Spark jobs."""

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
+from nbtune._native_output import native_output
+from nbtune._objective import OUTPUT_LIMIT
 from nbtune._payload import receive
+from nbtune._records import TrialOutcome, TrialRequest
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -50,7 +53,7 @@ def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> t
             kind, request = conn.recv()
             if kind != "trial":
                 break
-            conn.send(objective.run(request))
+            conn.send(run_trial(objective, request))
             ran += 1
     except (EOFError, OSError):
         pass  # the coordinator hung up: the search is over or was cancelled
@@ -58,6 +61,15 @@ def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> t
         conn.close()
     # Ending normally (not failing the task) keeps Spark's Python worker, and its imports, for next time.
     return ran, ""
+
+
+def run_trial(objective: Any, request: TrialRequest) -> TrialOutcome:
+    """One trial, with what native code printed added to the Python output it captured itself."""
+    with native_output(OUTPUT_LIMIT) as native:
+        outcome: TrialOutcome = objective.run(request)
+    if native and native[0]:
+        outcome.output = (outcome.output + native[0])[-OUTPUT_LIMIT:]
+    return outcome
 
 
 def connect(address: tuple[str, int], secret: bytes) -> Connection:

@@ -93,6 +93,36 @@ def test_trial_timeout_ends_one_trial_on_a_worker_and_the_search_goes_on(local_s
     assert len(result.records) == 10
 
 
+def test_a_trial_stuck_where_the_timer_cannot_reach_is_killed_and_the_search_goes_on(local_spark):
+    cell = (
+        "import signal, time\n"
+        "x = 1.0  # tune: uniform(0, 1)\n"
+        "if x > 0.6:\n"
+        "    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])  # like native code that never yields\n"
+        "    time.sleep(120)\n"
+        "loss = x\n"
+    )
+    result = spark_tune(local_spark, cell, max_evals=8, trial_timeout=1, seed=5)
+    stuck = [r for r in result.records if r.params["x"] > 0.6]
+    assert stuck and len(result.records) == 8
+    assert all(r.status == "failed" and "did not stop" in r.error and r.duration < 60 for r in stuck)
+    assert all(r.status == "ok" for r in result.records if r.params["x"] <= 0.6)
+
+
+def test_what_native_code_prints_on_a_worker_comes_back_with_the_trial(local_spark):
+    cell = (
+        "import ctypes, os\n"
+        "x = 1.0  # tune: uniform(0, 1)\n"
+        "print('from python')\n"
+        "os.write(2, b'from fd 2\\n')\n"
+        "ctypes.CDLL(None).printf(b'from C printf\\n')\n"
+        "loss = x\n"
+    )
+    result = spark_tune(local_spark, cell, max_evals=2)
+    for record in result.records:
+        assert "from python" in record.output and "from fd 2" in record.output and "from C printf" in record.output
+
+
 def test_timeout_stops_the_spark_jobs_and_keeps_finished_trials(local_spark):
     result = spark_tune(local_spark, SLEEPY, {"nap": 0.4}, max_evals=200, timeout=4)
     assert result.stop_reason == "timeout"
