@@ -141,7 +141,8 @@ class SparkPoolExecutor:
         for thread in self._slot_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._slot_threads):
-            cancel_tag(self._spark, self.tag)
+            with contextlib.suppress(Exception):  # the session may have been stopped meanwhile
+                cancel_tag(self._spark, self.tag)
             for thread in self._slot_threads:
                 thread.join(5.0)
         self.closed.set()
