@@ -13,12 +13,20 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass
+class Captured:
+    """The text native code wrote, filled in when the `native_output` block ends."""
+
+    text: str = ""
 
 
 @contextlib.contextmanager
-def native_output(limit: int) -> Iterator[list[str]]:
-    """Point fds 1 and 2 at a temporary file; afterwards the list holds the last `limit` bytes as text."""
-    captured: list[str] = []
+def native_output(limit: int) -> Iterator[Captured]:
+    """Point fds 1 and 2 at a temporary file for the block; keep the last `limit` bytes written there."""
+    captured = Captured()
     with tempfile.TemporaryFile() as sink:
         _flush()
         saved = [os.dup(1), os.dup(2)]
@@ -33,7 +41,7 @@ def native_output(limit: int) -> Iterator[list[str]]:
                 os.close(original)
             size = sink.seek(0, os.SEEK_END)
             sink.seek(max(0, size - limit))
-            captured.append(sink.read().decode(errors="replace"))
+            captured.text = sink.read().decode(errors="replace")
 
 
 def _flush() -> None:

@@ -39,7 +39,6 @@ class SparkPoolExecutor:
         self._coordinator = Coordinator(coordinator_host(spark), objective)
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
-        self.closed = threading.Event()  # set once every slot job has ended after close()
         self.launches = 0
         self._slot_threads = [
             threading.Thread(target=self._run_slot, args=(slot,), name=f"nbtune-slot-{slot}", daemon=True)
@@ -143,9 +142,6 @@ class SparkPoolExecutor:
         if any(t.is_alive() for t in self._slot_threads):
             with contextlib.suppress(Exception):  # the session may have been stopped meanwhile
                 cancel_tag(self._spark, self.tag)
-            for thread in self._slot_threads:
-                thread.join(5.0)
-        self.closed.set()
 
 
 def _explain(exc: BaseException) -> str:

@@ -67,8 +67,8 @@ def run_trial(objective: Any, request: TrialRequest) -> TrialOutcome:
     """One trial, with what native code printed added to the Python output it captured itself."""
     with native_output(OUTPUT_LIMIT) as native:
         outcome: TrialOutcome = objective.run(request)
-    if native and native[0]:
-        outcome.output = (outcome.output + native[0])[-OUTPUT_LIMIT:]
+    if native.text:
+        outcome.output = (outcome.output + native.text)[-OUTPUT_LIMIT:]
     return outcome
 
 
