@@ -66,4 +66,5 @@ def build_objective(
         options.mode,
         options.log_metrics,
         spec.line_offset,
+        options.log_model,
     )

@@ -54,6 +54,7 @@ def _build() -> _Parser:
     p.add_argument("--resume", nargs="?", const="")
     p.add_argument("--out")
     p.add_argument("--apply-best", action="store_true", default=None)
+    p.add_argument("--log-model", action="store_true", default=None)
     p.add_argument("--quiet", action="store_true", default=None)
     p.add_argument("--ui", action="store_true", default=None)
     return p

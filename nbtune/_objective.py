@@ -64,6 +64,7 @@ class Objective:
     mode: str = "min"
     log_metrics: tuple[str, ...] = ()
     line_offset: int = 0
+    log_model: bool = False
     _code: CodeType | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -106,7 +107,22 @@ class Objective:
         outcome.output = buf.text()
         if outcome.status == "ok":
             self._read_metrics(ns, outcome)
+        if outcome.status == "ok" and self.log_model:
+            self._attach_model(ns, outcome)
         return outcome
+
+    def _attach_model(self, ns: Mapping[str, Any], outcome: TrialOutcome) -> None:
+        """--log-model: the trial's `model`, saved with its MLflow flavour (a failure is noted, not fatal)."""
+        if "model" not in ns:
+            outcome.status = "failed"
+            outcome.fatal = outcome.error = "--log-model saves the variable 'model', which the cell never assigned"
+            return
+        from nbtune._model_export import export_model  # MLflow loads only when asked to
+
+        try:
+            outcome.model = export_model(ns["model"])
+        except Exception as exc:
+            outcome.model_error = _one_line(exc)
 
     def _read_metrics(self, ns: Mapping[str, Any], outcome: TrialOutcome) -> None:
         if self.metric not in ns:

@@ -37,6 +37,7 @@ class TuneOptions:
     resume: str | None = None  # "" = the last search of this cell, else a parent run id
     out: str = "_tune"
     apply_best: bool = False
+    log_model: bool = False  # each trial's `model` saved to its MLflow run
     quiet: bool = False
     ui: bool = False
 
@@ -77,6 +78,8 @@ class TuneOptions:
                 raise TuneUsageError(f"--log-metrics must be variable names separated by commas, got {name!r}")
         if self.metric in self.log_metrics:
             raise TuneUsageError(f"--log-metrics repeats the metric '{self.metric}'")
+        if self.log_model and not self.mlflow:
+            raise TuneUsageError("--log-model saves each trial's model in its MLflow run: drop --no-mlflow")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise TuneUsageError(f"--seed must be a non-negative integer, got {self.seed!r}")
 

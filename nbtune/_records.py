@@ -34,6 +34,8 @@ class TrialOutcome:
     fatal: str | None = None  # a mistake in the cell itself: stops the whole search
     timed_out: bool = False
     lost: bool = False  # the worker died under the trial: the driver may retry it once
+    model: bytes | None = field(default=None, repr=False)  # --log-model: a zipped MLflow model directory
+    model_error: str | None = None  # --log-model: why the model could not be saved
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -55,11 +57,14 @@ class TrialRecord:
     attempts: int = 1
     mlflow_run_id: str | None = None
     mlflow_url: str | None = None
+    model: bytes | None = field(default=None, repr=False)  # --log-model: dropped once logged to MLflow
+    model_error: str | None = None
+    model_uri: str | None = None  # --log-model: "runs:/<run id>/model", once logged
 
     @classmethod
     def from_outcome(cls, number: int, params: dict[str, Any], o: TrialOutcome, attempts: int = 1) -> TrialRecord:
         """Combine an executor's outcome with what the driver knows about the trial."""
-        return cls(
+        record = cls(
             number,
             o.tid,
             params,
@@ -73,3 +78,5 @@ class TrialRecord:
             o.host,
             attempts,
         )
+        record.model, record.model_error = o.model, o.model_error
+        return record

@@ -53,6 +53,12 @@ class TuneResult:
         best = self.best_trial
         return best.value if best else None
 
+    @property
+    def best_model_uri(self) -> str | None:
+        """With --log-model, where the best trial's model is: `mlflow.pyfunc.load_model(uri)` loads it."""
+        best = self.best_trial
+        return best.model_uri if best else None
+
     def counts(self) -> dict[str, int]:
         """Number of finished trials by status."""
         out = {"ok": 0, "failed": 0, "cancelled": 0}

@@ -128,6 +128,7 @@ class MlflowTracker(Listener):
         self._uri = self._options.tracking_uri or ""
         self._error: str | None = None
         self._warned = False
+        self._model_warned = False
         self._result: TuneResult | None = None
         self._info: SearchInfo | None = None
         self._client: Any = None
@@ -154,6 +155,9 @@ class MlflowTracker(Listener):
 
     def trial_finished(self, record: TrialRecord) -> None:
         """Queue the trial's parameters, metrics and tags (one `log_batch`)."""
+        if record.model_error and not self._model_warned:
+            self._model_warned = True
+            warnings.warn(f"nbtune: {record.model_error}; the trials go on without it", TrackingWarning, stacklevel=2)
         self._queue.put(("finish", record, self._vals(record.tid), _now_ms()))
 
     def poll(self) -> None:
@@ -346,9 +350,22 @@ class MlflowTracker(Listener):
                 self._client.log_text(run_id, record.traceback, "traceback.txt")
             if record.output:
                 self._client.log_text(run_id, record.output, "output.txt")
+        if record.model is not None:
+            self._log_model(run_id, record)
         self._update(run_id, _RUN_STATUS[record.status], end_ms)
         record.mlflow_run_id = run_id
         record.mlflow_url = self._links.run_url(self._experiment_id, run_id)
+
+    def _log_model(self, run_id: str, record: TrialRecord) -> None:
+        """--log-model: the trial's MLflow model directory as the run's `model` artifact."""
+        from nbtune._model_export import unpack_model
+
+        assert record.model is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            unpack_model(record.model, tmp)
+            self._client.log_artifacts(run_id, tmp, "model")
+        record.model_uri = f"runs:/{run_id}/model"
+        record.model = None  # logged: the notebook need not hold every trial's model in memory
 
     def _log_best(self) -> None:
         """A point of the best-so-far curve on the parent, when the best improved."""

@@ -51,6 +51,7 @@ class TuneMagic(Magics):
     mlflow_ui_url = Unicode(None, allow_none=True, help="MLflow UI base URL for run links.").tag(config=True)
     out = Unicode("_tune", help="Variable that receives the result (--out).").tag(config=True)
     apply_best = Bool(False, help="Assign the best values into the notebook (--apply-best).").tag(config=True)
+    log_model = Bool(False, help="Save each trial's `model` in its MLflow run (--log-model).").tag(config=True)
     quiet = Bool(False, help="Show nothing while searching (--quiet).").tag(config=True)
 
     def defaults(self) -> TuneOptions:
