@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbtune._capture import check_picklable
 from nbtune._errors import TuneUsageError
@@ -14,8 +14,10 @@ from nbtune._objective import Objective
 from nbtune._options import TuneOptions
 from nbtune._payload import Packed, pack
 from nbtune._result import TuneResult
-from nbtune._search import Search
 from nbtune._space import SearchSpace
+
+if TYPE_CHECKING:
+    from nbtune._search import Search
 
 
 def make_search(
@@ -28,6 +30,8 @@ def make_search(
     result: TuneResult | None = None,
 ) -> Search:
     """A search on the chosen backend (auto: the active Spark session, else a local one, else here)."""
+    from nbtune._search import Search  # hyperopt (2 s to import) loads with the first search, not %load_ext
+
     backend = options.backend
     if backend == "local":
         if options.parallelism not in (None, 1):

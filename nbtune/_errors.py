@@ -1,12 +1,15 @@
-"""The user-facing error type."""
+"""The user-facing error types."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from IPython.core.error import UsageError
+
+if TYPE_CHECKING:
+    from nbtune._result import TuneResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -20,6 +23,14 @@ class TuneUsageError(UsageError):
         self.reason = message
         text = f"line {line}: {message}" if line is not None else message
         super().__init__(text)
+
+
+class SearchFailed(TuneUsageError):
+    """No trial succeeded (or the cell itself is wrong); `.result` still holds every trial."""
+
+    def __init__(self, message: str, result: TuneResult, line: int | None = None) -> None:
+        super().__init__(message, line)
+        self.result = result
 
 
 def one_line_errors(magic: Callable[P, R]) -> Callable[P, R]:

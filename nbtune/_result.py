@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hyperopt import Trials
-
 from nbtune._records import TrialRecord
 
 if TYPE_CHECKING:
     import pandas as pd
+    from hyperopt import Trials
+
+
+def _new_trials() -> Trials:
+    from hyperopt import Trials  # not at import time: hyperopt takes 2 s to import
+
+    return Trials()
 
 
 @dataclass
@@ -21,7 +26,7 @@ class TuneResult:
     mode: str
     param_names: list[str]
     log_metrics: tuple[str, ...] = ()
-    trials: Trials = field(default_factory=Trials)
+    trials: Trials = field(default_factory=_new_trials)
     records: list[TrialRecord] = field(default_factory=list)
     backend: str = "local"
     parallelism: int = 1

@@ -6,9 +6,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Mapping
-from typing import Any
-
-from hyperopt import Trials, base
+from typing import TYPE_CHECKING, Any
 
 from nbtune import _tracking
 from nbtune._errors import TuneUsageError
@@ -19,7 +17,10 @@ from nbtune._result import TuneResult
 from nbtune._space import SearchSpace
 from nbtune._tracking import CELL_HASH_TAG, cell_hash, default_experiment
 
-_STATES = {"ok": base.JOB_STATE_DONE, "failed": base.JOB_STATE_ERROR}
+if TYPE_CHECKING:
+    from hyperopt import Trials
+
+_FINISHED = ("ok", "failed")  # trials a resumed search keeps (cancelled ones are run again)
 
 
 def tracking_setup(
@@ -149,7 +150,7 @@ def _children(client: Any, parent: Any) -> list[Any]:
 def rebuild(children: list[Any], options: TuneOptions, space: SearchSpace, links: RunLinks) -> TuneResult:
     """Records and hyperopt docs from finished child runs (ok and failed; cancelled ones are run again)."""
     result = TuneResult(options.metric, options.mode, space.names, options.log_metrics)
-    finished = [r for r in children if r.data.tags.get("nbtune.status") in _STATES and "nbtune.vals" in r.data.tags]
+    finished = [r for r in children if r.data.tags.get("nbtune.status") in _FINISHED and "nbtune.vals" in r.data.tags]
     finished.sort(key=lambda r: (int(r.data.tags.get("nbtune.trial", 0)), r.info.start_time or 0))
     trials: Trials = result.trials
     tids = trials.new_trial_ids(len(finished))  # reserved, so new trials never reuse an id
@@ -158,6 +159,7 @@ def rebuild(children: list[Any], options: TuneOptions, space: SearchSpace, links
         record, doc = _trial(number, tid, run, options, space, trials)
         record.mlflow_run_id = run.info.run_id
         record.mlflow_url = links.run_url(run.info.experiment_id, run.info.run_id)
+        record.model_uri = run.data.tags.get("nbtune.model")
         result.records.append(record)
         docs.append(doc)
     trials.insert_trial_docs(docs)
@@ -168,6 +170,8 @@ def rebuild(children: list[Any], options: TuneOptions, space: SearchSpace, links
 def _trial(
     number: int, tid: int, run: Any, options: TuneOptions, space: SearchSpace, trials: Trials
 ) -> tuple[TrialRecord, dict[str, Any]]:
+    from hyperopt import base
+
     tags, metrics = run.data.tags, run.data.metrics
     vals: dict[str, list[Any]] = json.loads(tags["nbtune.vals"])
     try:
@@ -205,7 +209,7 @@ def _trial(
     if outcome["status"] == base.STATUS_FAIL:
         misc["error"] = (status, error or "")
     doc = trials.new_trial_docs([tid], [None], [outcome], [misc])[0]
-    doc["state"] = _STATES[status]
+    doc["state"] = base.JOB_STATE_DONE if status == "ok" else base.JOB_STATE_ERROR
     doc["book_time"] = _time(run.info.start_time)
     doc["refresh_time"] = _time(run.info.end_time)
     return record, doc

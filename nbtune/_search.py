@@ -11,7 +11,7 @@ import numpy as np
 from hyperopt import anneal, base, rand, tpe
 from hyperopt.utils import coarse_utcnow
 
-from nbtune._errors import TuneUsageError
+from nbtune._errors import SearchFailed
 from nbtune._events import Listener, Listeners, SearchInfo
 from nbtune._executor import Executor, ExecutorError
 from nbtune._objective import Objective
@@ -25,14 +25,6 @@ _POLL = 0.1  # seconds between checks of timeouts, cancel requests and UI events
 # Stops after which the trials still running are abandoned rather than awaited.
 _ABANDON = {"timeout", "cancelled", "interrupted", "error", "max-failures", "failing"}
 _STATES = {"ok": base.JOB_STATE_DONE, "failed": base.JOB_STATE_ERROR, "cancelled": base.JOB_STATE_CANCEL}
-
-
-class SearchFailed(TuneUsageError):
-    """No trial succeeded (or the cell itself is wrong); `.result` still holds every trial."""
-
-    def __init__(self, message: str, result: TuneResult, line: int | None = None) -> None:
-        super().__init__(message, line)
-        self.result = result
 
 
 @dataclass

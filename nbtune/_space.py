@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyperopt import hp, space_eval
-
 from nbtune._errors import TuneUsageError
 
 # name -> (argument names, help). Kept in one table so parsing, errors and the
@@ -38,6 +36,8 @@ class Param:
 
     def to_hyperopt(self) -> Any:
         """Return the hyperopt expression for this parameter."""
+        from hyperopt import hp  # here, not at import: hyperopt takes 2 s to import (and pulls in pyspark)
+
         n, a = self.name, self.args
         if self.dist == "uniform":
             return hp.uniform(n, a[0], a[1])
@@ -99,6 +99,8 @@ class SearchSpace:
 
     def values(self, vals: Mapping[str, list[Any]]) -> dict[str, Any]:
         """Map a trial's `misc.vals` (indices for choices) to the user's values."""
+        from hyperopt import space_eval
+
         flat = {k: v[0] for k, v in vals.items() if len(v)}
         return self.convert(space_eval(self.hyperopt_space(), flat))
 

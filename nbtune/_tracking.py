@@ -344,14 +344,15 @@ class MlflowTracker(Listener):
             else:
                 tags[f"log.{name}"] = str(value)
         params = {k: _short(v, _PARAM_MAX) for k, v in record.params.items()}
+        if record.model is not None:
+            self._log_model(run_id, record)
+            tags["nbtune.model"] = str(record.model_uri)  # so --resume knows the trial has one
         self._log(run_id, metrics, params, tags)
         if record.status == "failed":
             if record.traceback:
                 self._client.log_text(run_id, record.traceback, "traceback.txt")
             if record.output:
                 self._client.log_text(run_id, record.output, "output.txt")
-        if record.model is not None:
-            self._log_model(run_id, record)
         self._update(run_id, _RUN_STATUS[record.status], end_ms)
         record.mlflow_run_id = run_id
         record.mlflow_url = self._links.run_url(self._experiment_id, run_id)

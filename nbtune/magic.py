@@ -14,7 +14,7 @@ from nbtune import templates
 from nbtune._backends import make_search
 from nbtune._capture import build_objective
 from nbtune._cell import CellSpec, parse_cell
-from nbtune._errors import TuneUsageError, one_line_errors
+from nbtune._errors import SearchFailed, TuneUsageError, one_line_errors
 from nbtune._flags import parse_flags
 from nbtune._lab import register as register_lab_comm
 from nbtune._listeners import listeners_for
@@ -22,7 +22,6 @@ from nbtune._mlflow_links import mlflow_ui_magic
 from nbtune._options import ALGOS, BACKENDS, MODES, TuneOptions
 from nbtune._result import TuneResult
 from nbtune._resume import tracking_setup
-from nbtune._search import SearchFailed
 from nbtune._space import search_space
 
 if TYPE_CHECKING:

@@ -34,14 +34,12 @@ def data():
     return X, (X[:, 0] > 0.5).astype(int)
 
 
-def test_each_trial_keeps_its_scikit_learn_model_in_its_run_and_the_best_one_loads(ip, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    X, y = data()
+def test_each_trial_keeps_its_scikit_learn_model_in_its_run_and_the_best_one_loads(ip):
+    X, y = data()  # MLflow: the test's own store (MLFLOW_TRACKING_URI, set in conftest)
     ip.user_ns.update(X=X, y=y)
     ip.run_line_magic("config", "TuneMagic.mlflow = True")
-    run_tune(ip, f"--max-evals 3 --log-model --tracking-uri {uri} --quiet", SKLEARN_CELL)
+    run_tune(ip, "--max-evals 3 --log-model --quiet", SKLEARN_CELL)
     result = ip.user_ns["_tune"]
-    mlflow.set_tracking_uri(uri)
     for record in result.records:
         assert record.model_uri == f"runs:/{record.mlflow_run_id}/model" and record.model is None
         loaded = mlflow.sklearn.load_model(record.model_uri)
@@ -50,8 +48,7 @@ def test_each_trial_keeps_its_scikit_learn_model_in_its_run_and_the_best_one_loa
     assert set(mlflow.pyfunc.load_model(result.best_model_uri).predict(X[:5])) <= {0, 1}
 
 
-def test_keras_models_trained_on_spark_workers_are_saved_in_the_trials_runs(local_spark, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_keras_models_trained_on_spark_workers_are_saved_in_the_trials_runs(local_spark):
     X, y = data()
     result = nbtune.tune(
         KERAS_CELL,
@@ -59,11 +56,9 @@ def test_keras_models_trained_on_spark_workers_are_saved_in_the_trials_runs(loca
         backend="spark",
         max_evals=2,
         log_model=True,
-        tracking_uri=uri,
         quiet=True,
     )
     assert [r.status for r in result.records] == ["ok", "ok"]
-    mlflow.set_tracking_uri(uri)
     for record in result.records:
         model = mlflow.keras.load_model(record.model_uri)
         assert model.layers[0].units == record.params["units"]  # each run holds its own trial's model
@@ -75,23 +70,33 @@ def test_log_model_without_mlflow_is_a_usage_error(ip):
         run_tune(ip, "--log-model --no-mlflow", "x = 1.0  # tune: uniform(0, 1)\nloss = x\n")
 
 
-def test_a_cell_without_a_model_stops_with_an_error_naming_the_variable(ip, tmp_path):
+def test_a_cell_without_a_model_stops_with_an_error_naming_the_variable(ip):
     ip.run_line_magic("config", "TuneMagic.mlflow = True")
     with pytest.raises(UsageError, match="--log-model saves the variable 'model', which the cell never assigned"):
         run_tune(
             ip,
-            f"--log-model --tracking-uri sqlite:///{tmp_path}/m.db --quiet",
+            "--log-model --quiet",
             "x = 1.0  # tune: uniform(0, 1)\nloss = x\n",
         )
 
 
-def test_a_model_of_another_kind_warns_once_and_the_search_goes_on(ip, tmp_path):
+def test_a_model_of_another_kind_warns_once_and_the_search_goes_on(ip):
     ip.run_line_magic("config", "TuneMagic.mlflow = True")
     cell = "x = 1.0  # tune: uniform(0, 1)\nmodel = {'weights': x}\nloss = x\n"
     with pytest.warns(
         TrackingWarning, match="--log-model saves Keras/TensorFlow and scikit-learn models; 'model' is a dict"
     ) as caught:
-        run_tune(ip, f"--max-evals 3 --log-model --tracking-uri sqlite:///{tmp_path}/m.db --quiet", cell)
+        run_tune(ip, "--max-evals 3 --log-model --quiet", cell)
     assert len([w for w in caught if "--log-model" in str(w.message)]) == 1
     result = ip.user_ns["_tune"]
     assert [r.status for r in result.records] == ["ok"] * 3 and result.best_model_uri is None
+
+
+def test_a_resumed_search_knows_where_the_earlier_trials_models_are(ip):
+    X, y = data()
+    ip.user_ns.update(X=X, y=y)
+    ip.run_line_magic("config", "TuneMagic.mlflow = True")
+    first = run_tune(ip, "--max-evals 2 --log-model --seed 1 --quiet", SKLEARN_CELL)
+    resumed = run_tune(ip, "--resume --max-evals 3 --log-model --quiet", SKLEARN_CELL)
+    assert [r.model_uri for r in resumed.records[:2]] == [r.model_uri for r in first.records]
+    assert all(r.model_uri for r in resumed.records) and resumed.best_model_uri is not None

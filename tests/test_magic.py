@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 from conftest import run_tune
@@ -217,3 +219,17 @@ def test_the_cell_value_is_the_result(ip):
     ip.run_cell("x = 0", store_history=True)
     out = ip.run_cell("%%tune --max-evals 2 --quiet\nx = 1.0  # tune: uniform(0, 1)\nloss = x\n", store_history=True)
     assert isinstance(out.result, TuneResult)
+
+
+LOAD_EXT = """
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+InteractiveShell.instance().run_line_magic("load_ext", "nbtune")
+print(sorted(m for m in ("hyperopt", "pyspark", "mlflow", "pandas", "matplotlib", "tensorflow") if m in sys.modules))
+"""
+
+
+def test_load_ext_imports_none_of_the_heavy_libraries():
+    # hyperopt alone takes 2 s (it imports pyspark and scipy): it loads with the first search instead.
+    out = subprocess.run([sys.executable, "-c", LOAD_EXT], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
