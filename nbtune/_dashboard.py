@@ -26,8 +26,8 @@ _STYLE_BY_STOP = {
     "timeout": "warning",
 }
 _TOOLTIP_LOCAL = (
-    "Stop the search. The local backend runs a trial inside this kernel, so the search stops "
-    "when the running trial ends. Finished trials are kept."
+    "Stop the search. The local backend runs trials inside this kernel: the running trial stops at its "
+    "next Python line (a long native call finishes first). Finished trials are kept."
 )
 _TOOLTIP = "Stop the search now, as a kernel interrupt would. Finished trials are kept."
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,14 @@ class SearchInfo:
     source: str = ""
     param_descriptions: dict[str, str] = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    # Called by cancel(), on the caller's thread: the running search's executor stops its trials.
+    cancel_hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def cancel(self) -> None:
         """Ask the search to stop as a kernel interrupt would (finished trials are kept)."""
         self.cancel_event.set()
+        for hook in list(self.cancel_hooks):
+            hook()
 
 
 class Listener:

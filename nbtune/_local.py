@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 
 from nbtune._objective import Objective
 from nbtune._records import TrialOutcome, TrialRequest
+from nbtune._timeouts import TrialCancelled, raise_in_thread
 
 
 class LocalExecutor:
@@ -18,6 +20,8 @@ class LocalExecutor:
     def __init__(self, objective: Objective) -> None:
         self._objective = objective
         self._queue: deque[TrialRequest] = deque()
+        self._lock = threading.Lock()
+        self._trial_thread: int | None = None  # the thread running a trial right now
 
     def submit(self, request: TrialRequest) -> None:
         """Queue a trial; poll() runs it."""
@@ -28,11 +32,24 @@ class LocalExecutor:
         if not self._queue:
             time.sleep(min(timeout, 0.05))
             return []
-        return [self._objective.run(self._queue.popleft())]
+        request = self._queue.popleft()
+        try:
+            with self._lock:
+                self._trial_thread = threading.get_ident()
+            outcome = self._objective.run(request)
+            with self._lock:  # cancel() only interrupts in between, so TrialCancelled lands in this block
+                self._trial_thread = None
+        except TrialCancelled:
+            self._trial_thread = None
+            return [TrialOutcome(request.tid, "cancelled", error="stopped: cancelled")]
+        return [outcome]
 
     def cancel(self) -> None:
-        """Drop queued trials (a running one is interrupted by the caller's KeyboardInterrupt)."""
+        """Drop queued trials and stop the running one (when called from another thread, e.g. a Cancel click)."""
         self._queue.clear()
+        with self._lock:
+            if self._trial_thread is not None and self._trial_thread != threading.get_ident():
+                raise_in_thread(self._trial_thread, TrialCancelled)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -78,6 +78,7 @@ class Search:
         submitted = len(result.records)  # resumed trials count towards --max-evals
         reason: str | None = None
         self.listeners.search_started(self.info, result)
+        self.info.cancel_hooks.append(self.executor.cancel)  # a Cancel click stops running trials at once
         try:
             while True:
                 while reason is None and len(self._running) < self.executor.slots and submitted < opts.max_evals:
@@ -107,6 +108,7 @@ class Search:
             self.executor.cancel()
             self._cancel_running(f"stopped: {exc}")
         finally:
+            self.info.cancel_hooks.remove(self.executor.cancel)
             self.executor.close()
             result.wall_time += time.monotonic() - start
             result.stop_reason = reason if reason not in (None, "exhausted") else "completed"

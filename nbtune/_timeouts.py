@@ -14,6 +14,15 @@ class TrialTimeout(Exception):
     """Raised inside a trial that ran past its --trial-timeout."""
 
 
+class TrialCancelled(BaseException):
+    """Raised inside a running trial when the search is cancelled (a BaseException: the cell cannot catch it)."""
+
+
+def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    """Raise `exc_type` in another thread at its next Python instruction (a blocking C call finishes first)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None) -> Iterator[None]:
     """Raise TrialTimeout in the current thread once `seconds` have passed.
@@ -53,7 +62,7 @@ def _async_raise_after(seconds: float) -> Iterator[None]:
 
     def _fire() -> None:
         if not done.wait(seconds):
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(TrialTimeout))
+            raise_in_thread(target, TrialTimeout)
 
     watcher = threading.Thread(target=_fire, daemon=True, name="nbtune-trial-timeout")
     watcher.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 
 import pytest
 from conftest import run_tune
@@ -151,7 +152,27 @@ def test_cancel_click_stops_the_search_after_the_running_trial_and_keeps_finishe
     assert len(result.records) == 3 and all(r.status == "ok" for r in result.records)
     assert comms.frontend_state(dash.bar)["bar_style"] == "warning"
     assert "cancelled" in texts(comms.frontend_state(dash.status)["value"])
-    assert "when the running trial ends" in dash.cancel_button.tooltip  # what the local backend can promise
+    assert "next Python line" in dash.cancel_button.tooltip  # what the local backend can promise
+
+
+def test_a_click_delivered_while_a_long_local_trial_runs_stops_that_trial_at_once(comms: Comms):
+    # JupyterLab 4.6 delivers widget messages on a kernel subshell's thread while the cell runs.
+    dash = Dashboard(show=lambda _: None)
+
+    class ClickDuringTheSecondTrial(Listener):
+        def trial_started(self, number: int, params: dict) -> None:
+            if number == 1:
+                threading.Timer(1.0, comms.click, [dash.cancel_button]).start()
+
+    cell = "import time\nx = 0.0  # tune: uniform(0, 1)\nif trial_no():\n    for _ in range(600):\n"
+    cell += "        time.sleep(0.05)  # a 30 s trial, in Python steps like a training loop\nloss = x\n"
+    calls = itertools.count()
+    result = nbtune.tune(
+        cell, {"trial_no": lambda: next(calls)}, listeners=[dash, ClickDuringTheSecondTrial()], **OPTS, max_evals=5
+    )
+    assert result.stop_reason == "cancelled"
+    assert [r.status for r in result.records] == ["ok", "cancelled"]
+    assert result.records[1].error == "stopped: cancelled" and result.wall_time < 20  # not the 30 s trial
 
 
 def test_magic_in_a_kernel_shows_one_dashboard_and_the_result_points_to_it(ip, comms: Comms, monkeypatch):
