@@ -8,6 +8,7 @@ from typing import Any
 from nbtune._backends import make_search
 from nbtune._capture import build_objective
 from nbtune._cell import parse_cell
+from nbtune._errors import TuneUsageError
 from nbtune._events import Listener, SearchInfo
 from nbtune._listeners import listeners_for
 from nbtune._options import TuneOptions
@@ -30,6 +31,8 @@ def tune(
     (`max_evals=20, metric="val_loss"`). A text progress line is shown unless `quiet=True`.
     """
     opts = TuneOptions().replace(**options)
+    if opts.ui:
+        raise TuneUsageError("ui=True opens a form in a notebook: use `%%tune --ui` there (tune() searches directly)")
     ns = dict(namespace or {})
     spec = parse_cell(cell)
     space = search_space(spec.params, opts.space, ns)

@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import run_tune
 
+import nbtune
 from nbtune import TuneResult, UsageError
 
 QUADRATIC = """
@@ -233,3 +234,8 @@ def test_load_ext_imports_none_of_the_heavy_libraries():
     # hyperopt alone takes 2 s (it imports pyspark and scipy): it loads with the first search instead.
     out = subprocess.run([sys.executable, "-c", LOAD_EXT], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_api_says_ui_is_for_the_magic_rather_than_ignoring_it():
+    with pytest.raises(UsageError, match="use `%%tune --ui` there"):
+        nbtune.tune("x = 1.0  # tune: uniform(0, 1)\nloss = x\n", ui=True, quiet=True, mlflow=False)
