@@ -38,6 +38,13 @@ def output(page, cell: int):
     return cells(page).nth(cell).locator(".jp-Cell-outputWrapper")
 
 
+def open_notebook(jupyterlab_server, page, name: str, sources: list[str]) -> None:
+    """Write a notebook of these cells, open it in JupyterLab and wait for its kernel."""
+    jupyterlab_server.write_notebook(name, sources)
+    page.goto(jupyterlab_server.lab_url(name))
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=WAIT)
+
+
 def run_cell(page, cell: int) -> None:
     cells(page).nth(cell).locator(".jp-InputArea-editor").click()
     page.keyboard.press("Control+Enter")
@@ -48,9 +55,7 @@ def bar_state(dashboard) -> str:
 
 
 def test_dashboard_runs_shows_plots_and_table_and_cancel_stops_a_long_search(jupyterlab_server, page):
-    jupyterlab_server.write_notebook("demo.ipynb", [SETUP, QUICK, LONG, CHECK])
-    page.goto(jupyterlab_server.lab_url("demo.ipynb"))
-    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=WAIT)
+    open_notebook(jupyterlab_server, page, "demo.ipynb", [SETUP, QUICK, LONG, CHECK])
 
     run_cell(page, 0)
     run_cell(page, 1)
@@ -120,9 +125,7 @@ FORM_CHECK = "print('form', len(_tune.records), min(r.params['x'] for r in _tune
 
 
 def test_the_ui_form_starts_the_search_it_describes_and_binds_the_result(jupyterlab_server, page):
-    jupyterlab_server.write_notebook("form.ipynb", [SETUP, FORM, FORM_CHECK])
-    page.goto(jupyterlab_server.lab_url("form.ipynb"))
-    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=WAIT)
+    open_notebook(jupyterlab_server, page, "form.ipynb", [SETUP, FORM, FORM_CHECK])
     run_cell(page, 0)
     run_cell(page, 1)
     form = output(page, 1).locator(".nbtune-form")
