@@ -22,8 +22,8 @@ from typing import Any
 import comm
 
 import nbtune
-from nbtune._dashboard import Dashboard
-from nbtune._progress import TextProgress
+from nbtune.ui._dashboard import Dashboard
+from nbtune.ui._progress import TextProgress
 
 CELL = "x = 0.0  # tune: uniform(-5, 5)\ny = 1  # tune: choice(1, 2, 3)\nloss = (x - 1) ** 2 + y\n"
 

@@ -25,8 +25,8 @@ from hyperopt import STATUS_OK, Trials, fmin, hp, rand
 from hyperopt.spark import SparkTrials
 
 import nbtune
-from nbtune._records import TrialRequest
-from nbtune._spark_session import start_local_session
+from nbtune.spark._session import start_local_session
+from nbtune.trial._records import TrialRequest
 
 P = 2
 

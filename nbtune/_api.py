@@ -6,15 +6,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbtune._backends import make_search
-from nbtune._capture import build_objective
-from nbtune._cell import parse_cell
 from nbtune._errors import TuneUsageError
 from nbtune._events import Listener, SearchInfo
 from nbtune._listeners import listeners_for
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
-from nbtune._resume import tracking_setup
-from nbtune._space import search_space
+from nbtune.cell._parse import parse_cell
+from nbtune.cell._space import search_space
+from nbtune.search._build import build_objective
+from nbtune.tracking._resume import tracking_setup
 
 
 def tune(

@@ -6,18 +6,18 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from nbtune._capture import check_picklable
 from nbtune._errors import TuneUsageError
 from nbtune._events import Listener, SearchInfo
-from nbtune._local import LocalExecutor
-from nbtune._objective import Objective
 from nbtune._options import TuneOptions
-from nbtune._payload import Packed, pack
 from nbtune._result import TuneResult
-from nbtune._space import SearchSpace
+from nbtune.cell._space import SearchSpace
+from nbtune.search._build import check_picklable
+from nbtune.search._local import LocalExecutor
+from nbtune.trial._objective import Objective
+from nbtune.trial._payload import Packed, pack
 
 if TYPE_CHECKING:
-    from nbtune._search import Search
+    from nbtune.search._loop import Search
 
 
 def make_search(
@@ -30,14 +30,14 @@ def make_search(
     result: TuneResult | None = None,
 ) -> Search:
     """A search on the chosen backend (auto: the active Spark session, else a local one, else here)."""
-    from nbtune._search import Search  # hyperopt (2 s to import) loads with the first search, not %load_ext
+    from nbtune.search._loop import Search  # hyperopt (2 s to import) loads with the first search, not %load_ext
 
     backend = options.backend
     if backend == "local":
         if options.parallelism not in (None, 1):
             raise TuneUsageError("--backend local runs one trial at a time; drop --parallelism or use --backend spark")
         return Search(objective, space, options, LocalExecutor(objective), listeners, info, result)
-    from nbtune._spark_session import SparkUnavailable, active_session, start_local_session
+    from nbtune.spark._session import SparkUnavailable, active_session, start_local_session
 
     spark = active_session(namespace)
     if spark is None:
@@ -50,10 +50,10 @@ def make_search(
             return Search(objective, space, options, LocalExecutor(objective), listeners, info, result)
     packed = pack_for_workers(objective)
     if backend == "sparktrials":
-        from nbtune._sparktrials import SparkTrialsSearch
+        from nbtune.spark._sparktrials import SparkTrialsSearch
 
         return SparkTrialsSearch(spark, objective, space, options, listeners, info)
-    from nbtune._spark_pool import SparkPoolExecutor
+    from nbtune.spark._pool import SparkPoolExecutor
 
     executor = SparkPoolExecutor(spark, packed, options.parallelism)
     return Search(objective, space, options, executor, listeners, info, result)

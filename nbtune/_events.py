@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbtune._options import TuneOptions
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
+from nbtune.trial._records import TrialRecord
 
 
 @dataclass

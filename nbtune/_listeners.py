@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nbtune._dashboard_uievents import in_widget_frontend
 from nbtune._events import Listener
-from nbtune._lab import LabListener
-from nbtune._lab import active as lab_active
 from nbtune._options import TuneOptions
-from nbtune._progress import TextProgress
-from nbtune._tracking import MlflowTracker
+from nbtune.lab._comm import LabListener
+from nbtune.lab._comm import active as lab_active
+from nbtune.tracking._tracker import MlflowTracker
+from nbtune.ui._progress import TextProgress
+from nbtune.ui._uievents import in_widget_frontend
 
 
 def listeners_for(options: TuneOptions, show: Callable[[Any], Any] | None = None) -> list[Listener]:
@@ -23,7 +23,7 @@ def listeners_for(options: TuneOptions, show: Callable[[Any], Any] | None = None
     if options.mlflow:  # first, so its search_finished has set the run links before displays redraw
         listeners.append(MlflowTracker(options))  # imports MLflow lazily, on its own thread
     if show is not None or (not options.quiet and in_widget_frontend()):
-        from nbtune._dashboard import Dashboard  # ipywidgets and matplotlib only where they can show
+        from nbtune.ui._dashboard import Dashboard  # ipywidgets and matplotlib only where they can show
 
         listeners.append(Dashboard(show=show))
     elif not options.quiet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune._records import TrialRecord
+from nbtune.trial._records import TrialRecord
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -12,20 +12,20 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 
 from nbtune import templates
 from nbtune._backends import make_search
-from nbtune._capture import build_objective
-from nbtune._cell import CellSpec, parse_cell
 from nbtune._errors import SearchFailed, TuneUsageError, one_line_errors
-from nbtune._flags import parse_flags
-from nbtune._lab import register as register_lab_comm
 from nbtune._listeners import listeners_for
-from nbtune._mlflow_links import mlflow_ui_magic
 from nbtune._options import ALGOS, BACKENDS, MODES, TuneOptions
 from nbtune._result import TuneResult
-from nbtune._resume import tracking_setup
-from nbtune._space import search_space
+from nbtune.cell._flags import parse_flags
+from nbtune.cell._parse import CellSpec, parse_cell
+from nbtune.cell._space import search_space
+from nbtune.lab._comm import register as register_lab_comm
+from nbtune.search._build import build_objective
+from nbtune.tracking._links import mlflow_ui_magic
+from nbtune.tracking._resume import tracking_setup
 
 if TYPE_CHECKING:
-    from nbtune._form import TuneForm
+    from nbtune.ui._form import TuneForm
 
 
 @magics_class
@@ -67,7 +67,7 @@ class TuneMagic(Magics):
         source: str = shell.transform_cell(cell)  # type: ignore[no-untyped-call]  # `!pip` ... to Python
         spec = parse_cell(source, line_offset=1)  # line 1 is the %%tune header
         if options.ui:  # the form's Start runs `_search` with the values the user picked
-            from nbtune._form import TuneForm
+            from nbtune.ui._form import TuneForm
 
             search_space(spec.params, options.space, shell.user_ns)  # nothing to tune: say so now
             return TuneForm(spec, options, self._search)

@@ -65,7 +65,7 @@ def local_spark() -> Iterator[Any]:
     """A classic local[2] session, as `--backend auto` would start it."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     stop_active_session()
-    from nbtune._spark_session import start_local_session
+    from nbtune.spark._session import start_local_session
 
     os.environ["NBTUNE_SPARK_MASTER"] = "local[2]"
     try:

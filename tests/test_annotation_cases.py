@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from nbtune._cell import parse_cell
 from nbtune._errors import TuneUsageError
-from nbtune._lab_read import read_cell
+from nbtune.cell._parse import parse_cell
+from nbtune.cell._read import read_cell
 
 CASES = json.loads((Path(__file__).parent / "annotation_cases.json").read_text(encoding="utf-8"))["cases"]
 IDS = [c["cell"].splitlines()[-1][:50] if c["cell"] else "empty" for c in CASES]

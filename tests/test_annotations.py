@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hyperopt.pyll import stochastic
 
-from nbtune._cell import parse_cell
-from nbtune._space import SearchSpace, parse_annotation
+from nbtune.cell._parse import parse_cell
+from nbtune.cell._space import SearchSpace, parse_annotation
 
 
 def samples(text: str, n: int = 400) -> list:

@@ -9,7 +9,7 @@ import pytest
 from browser import screenshot
 
 from nbtune import templates
-from nbtune._lab_read import read_cell
+from nbtune.cell._read import read_cell
 
 pytestmark = pytest.mark.browser
 

@@ -12,13 +12,13 @@ from widget_comms import Comms, record_comms
 
 import nbtune
 from nbtune import _listeners
-from nbtune._dashboard import Dashboard
-from nbtune._dashboard_uievents import UiEvents
 from nbtune._events import Listener, SearchInfo
 from nbtune._options import TuneOptions
-from nbtune._progress import TextProgress
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
+from nbtune.trial._records import TrialRecord
+from nbtune.ui._dashboard import Dashboard
+from nbtune.ui._progress import TextProgress
+from nbtune.ui._uievents import UiEvents
 
 PNG = b"\x89PNG\r\n\x1a\n"
 QUAD = "x = 0.0  # tune: uniform(-2, 2)\ny = 1  # tune: choice(1, 2, 3)\nloss = (x - 0.5) ** 2 + y\n"
@@ -178,7 +178,7 @@ def test_a_click_delivered_while_a_long_local_trial_runs_stops_that_trial_at_onc
 def test_magic_in_a_kernel_shows_one_dashboard_and_the_result_points_to_it(ip, comms: Comms, monkeypatch):
     shown = []
     monkeypatch.setattr(_listeners, "in_widget_frontend", lambda: True)
-    monkeypatch.setattr("nbtune._dashboard._display", lambda bundle: shown.append(bundle) or Handle())
+    monkeypatch.setattr("nbtune.ui._dashboard._display", lambda bundle: shown.append(bundle) or Handle())
 
     class Handle:
         def update(self, bundle, raw: bool) -> None:

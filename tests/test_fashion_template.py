@@ -8,9 +8,9 @@ import pytest
 from conftest import DATA_DIR, run_tune
 
 import nbtune
-from nbtune._cell import parse_cell
-from nbtune._flags import parse_flags
 from nbtune._options import TuneOptions
+from nbtune.cell._flags import parse_flags
+from nbtune.cell._parse import parse_cell
 
 TEXT = nbtune.templates.get("fashion_mnist")
 HEADER, BODY = TEXT.split("\n", 1)

@@ -9,8 +9,8 @@ from conftest import run_tune
 from widget_comms import Comms, record_comms
 
 from nbtune import TuneResult, UsageError
-from nbtune._dashboard import Dashboard
-from nbtune._form import TuneForm
+from nbtune.ui._dashboard import Dashboard
+from nbtune.ui._form import TuneForm
 
 CELL = """
 lr = 1e-3        # tune: loguniform(1e-5, 1e-1)

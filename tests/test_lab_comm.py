@@ -13,10 +13,10 @@ from jupyter_client.manager import start_new_kernel
 
 from nbtune import templates
 from nbtune._events import SearchInfo
-from nbtune._lab import LabListener, LabSession
 from nbtune._options import TuneOptions
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
+from nbtune.lab._comm import LabListener, LabSession
+from nbtune.trial._records import TrialRecord
 
 SLOW_CELL = "import time\nx = 0.5  # tune: uniform(0, 1)\ntime.sleep(0.1)\nloss = (x - 0.3) ** 2\n"
 

@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from spark_fixtures import local_spark  # noqa: F401 - fixture
 
 import nbtune
-from nbtune._tracking import TrackingWarning
+from nbtune.tracking._tracker import TrackingWarning
 
 SKLEARN_CELL = """
 from sklearn.linear_model import LogisticRegression

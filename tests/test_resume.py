@@ -15,7 +15,8 @@ from conftest import run_tune
 from mlflow.tracking import MlflowClient
 
 import nbtune
-from nbtune import UsageError, _tracking
+from nbtune import UsageError
+from nbtune.tracking import _tracker
 
 CELL = """x = 0.5                 # tune: uniform(-2, 2)
 opt = "adam"            # tune: choice("adam", "sgd", "rms")
@@ -144,7 +145,7 @@ def test_bad_resume_requests_are_one_line_usage_errors(tracked_ip, line, message
 
 
 def test_resume_from_a_store_that_does_not_answer_is_a_usage_error_not_a_hang(tracked_ip, monkeypatch):
-    monkeypatch.setattr(_tracking, "STALL_SECONDS", 2.0)
+    monkeypatch.setattr(_tracker, "STALL_SECONDS", 2.0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there

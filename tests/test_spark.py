@@ -13,12 +13,12 @@ import pytest
 from spark_fixtures import CancelAfter, active_jobs, local_spark  # noqa: F401 - fixture
 
 import nbtune
-import nbtune._spark_pool
+import nbtune.spark._pool
 from nbtune import UsageError
-from nbtune._channel import Coordinator
-from nbtune._payload import pack, receive
-from nbtune._records import TrialOutcome
-from nbtune._worker import task_function, task_schema
+from nbtune.spark._channel import Coordinator
+from nbtune.spark._worker import task_function, task_schema
+from nbtune.trial._payload import pack, receive
+from nbtune.trial._records import TrialOutcome
 
 pytestmark = pytest.mark.spark
 
@@ -221,7 +221,7 @@ def test_workers_that_cannot_connect_back_give_a_usage_error_naming_the_fix(loca
         probe.bind(("127.0.0.1", 0))
         gone = probe.getsockname()
     monkeypatch.setattr(
-        nbtune._spark_pool, "task_function", lambda _address, *args: task_function(gone, *args)
+        nbtune.spark._pool, "task_function", lambda _address, *args: task_function(gone, *args)
     )  # as if a firewall stood between the executors and the notebook
     with pytest.raises(
         UsageError, match=r"cannot connect back to this notebook at 127\.0\.0\.1:.*NBTUNE_COORDINATOR_HOST"

@@ -19,9 +19,9 @@ from mlflow.tracking import MlflowClient
 from spark_fixtures import local_spark  # noqa: F401 - fixture
 
 import nbtune
-from nbtune import _tracking
-from nbtune._mlflow_links import RunLinks, free_port, links_for, stop_uis, wait_for_http
-from nbtune._tracking import TrackingWarning
+from nbtune.tracking import _tracker
+from nbtune.tracking._links import RunLinks, free_port, links_for, stop_uis, wait_for_http
+from nbtune.tracking._tracker import TrackingWarning
 
 ONE = "x = 1.0  # tune: uniform(0, 1)\nloss = x\n"
 CELL = """# quadratic with a broken corner
@@ -213,7 +213,7 @@ def test_the_tune_api_tracks_with_the_same_options(server):
 
 
 def test_stopping_the_server_mid_search_warns_once_and_keeps_every_trial(ip, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(_tracking, "STALL_SECONDS", 5.0)
+    monkeypatch.setattr(_tracker, "STALL_SECONDS", 5.0)
     srv = start_mlflow_server(tmp_path / "doomed")
 
     def stop_once_a_trial_is_tracked() -> None:
@@ -248,7 +248,7 @@ def test_stopping_the_server_mid_search_warns_once_and_keeps_every_trial(ip, tmp
 
 
 def test_an_unreachable_store_warns_once_and_the_search_completes(ip, monkeypatch):
-    monkeypatch.setattr(_tracking, "STALL_SECONDS", 5.0)
+    monkeypatch.setattr(_tracker, "STALL_SECONDS", 5.0)
     tracking_on(ip)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

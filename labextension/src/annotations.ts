@@ -1,6 +1,6 @@
 /**
  * The extension's reader of `# tune:` annotations: where they are in a `%%tune` cell and
- * how nbtune reads them. It mirrors `nbtune._space.parse_annotation` and `nbtune._cell`
+ * how nbtune reads them. It mirrors `nbtune.cell._space.parse_annotation` and `nbtune.cell._parse`
  * (same messages, same layout of numbers and strings); tests/annotation_cases.json holds the
  * cases both readers must agree on. When nbtune is loaded in the kernel, the kernel's own
  * reading replaces this one, so tooltips always say exactly what the magic would say.

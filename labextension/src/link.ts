@@ -1,6 +1,6 @@
 /**
  * The connection to nbtune in a notebook's kernel: a comm to the `nbtune` target that
- * `%load_ext nbtune` registers (see nbtune/_lab.py). It answers requests and pushes the
+ * `%load_ext nbtune` registers (see nbtune/lab/_comm.py). It answers requests and pushes the
  * searches of the kernel session. Without nbtune in the kernel the comm is refused and
  * the link says so ('absent'); it tries again after a cell that mentions nbtune has run,
  * and after a kernel restart.
@@ -23,7 +23,7 @@ const MENTIONS_NBTUNE = /nbtune|%%tune|%tune_template/;
 /** Where the link stands. */
 export type LinkState = 'no-kernel' | 'connecting' | 'ready' | 'absent';
 
-/** One search as the kernel reports it (see `_Search.snapshot` in nbtune/_lab.py). */
+/** One search as the kernel reports it (see `_Search.snapshot` in nbtune/lab/_comm.py). */
 export interface ISearch {
   id: number;
   name: string;

@@ -6,9 +6,9 @@ import threading
 import time
 from collections import deque
 
-from nbtune._objective import Objective
-from nbtune._records import TrialOutcome, TrialRequest
-from nbtune._timeouts import TrialCancelled, raise_in_thread
+from nbtune.trial._objective import Objective
+from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._timeouts import TrialCancelled, raise_in_thread
 
 
 class LocalExecutor:

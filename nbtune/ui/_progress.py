@@ -7,8 +7,8 @@ import time
 from typing import TextIO
 
 from nbtune._events import Listener, SearchInfo
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
+from nbtune.trial._records import TrialRecord
 
 
 class TextProgress(Listener):

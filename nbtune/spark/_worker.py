@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
-from nbtune._native_output import native_output
-from nbtune._objective import OUTPUT_LIMIT
-from nbtune._payload import receive
-from nbtune._records import TrialOutcome, TrialRequest
+from nbtune.trial._native_output import native_output
+from nbtune.trial._objective import OUTPUT_LIMIT
+from nbtune.trial._payload import receive
+from nbtune.trial._records import TrialOutcome, TrialRequest
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 

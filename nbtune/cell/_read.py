@@ -13,9 +13,9 @@ import re
 import tokenize
 from typing import Any
 
-from nbtune._cell import parse_cell
 from nbtune._errors import TuneUsageError
-from nbtune._space import parse_annotation
+from nbtune.cell._parse import parse_cell
+from nbtune.cell._space import parse_annotation
 
 _HEADER = re.compile(r"%%tune(?=\s|$)")
 _MARK = "tune:"

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from nbtune._events import Listener, SearchInfo
-from nbtune._mlflow_links import RunLinks, links_for
 from nbtune._options import TuneOptions
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
+from nbtune.tracking._links import RunLinks, links_for
+from nbtune.trial._records import TrialRecord
 
 # A call to a remote store that makes no progress for this long counts as an outage: tracking stops, the
 # search goes on. (MLflow's HTTP client retries a refused connection for minutes: waiting for its error is
@@ -359,7 +359,7 @@ class MlflowTracker(Listener):
 
     def _log_model(self, run_id: str, record: TrialRecord) -> None:
         """--log-model: the trial's MLflow model directory as the run's `model` artifact."""
-        from nbtune._model_export import unpack_model
+        from nbtune.trial._model_export import unpack_model
 
         assert record.model is not None
         with tempfile.TemporaryDirectory() as tmp:

@@ -9,12 +9,12 @@ import time
 import uuid
 from typing import Any
 
-from nbtune._channel import Coordinator
-from nbtune._executor import ExecutorError
-from nbtune._payload import Packed
-from nbtune._records import TrialOutcome, TrialRequest
-from nbtune._spark_session import cancel_tag, coordinator_host, default_parallelism, job_tags
-from nbtune._worker import task_function, task_schema
+from nbtune.search._executor import ExecutorError
+from nbtune.spark._channel import Coordinator
+from nbtune.spark._session import cancel_tag, coordinator_host, default_parallelism, job_tags
+from nbtune.spark._worker import task_function, task_schema
+from nbtune.trial._payload import Packed
+from nbtune.trial._records import TrialOutcome, TrialRequest
 
 _SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any trial
 # Seconds past a trial's time limit before its worker is taken to be stuck in native code, which

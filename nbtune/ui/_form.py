@@ -10,11 +10,11 @@ from typing import Any
 
 import ipywidgets as w
 
-from nbtune._cell import CellSpec
 from nbtune._errors import TuneUsageError
 from nbtune._options import ALGOS, MODES, TuneOptions
 from nbtune._result import TuneResult
-from nbtune._space import DISTRIBUTIONS, Param, parse_annotation
+from nbtune.cell._parse import CellSpec
+from nbtune.cell._space import DISTRIBUTIONS, Param, parse_annotation
 
 # (spec, options, show) -> result: the magic's own pipeline, `show` places the dashboard in the form.
 RunSearch = Callable[[CellSpec, TuneOptions, Callable[[Any], Any]], TuneResult]

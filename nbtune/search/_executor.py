@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from nbtune._records import TrialOutcome, TrialRequest
+from nbtune.trial._records import TrialOutcome, TrialRequest
 
 
 class Executor(Protocol):

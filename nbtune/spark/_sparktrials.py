@@ -12,11 +12,11 @@ from hyperopt import STATUS_FAIL, STATUS_OK, fmin
 from hyperopt.spark import SparkTrials
 
 from nbtune._events import Listener, SearchInfo
-from nbtune._objective import Objective
 from nbtune._options import TuneOptions
-from nbtune._records import TrialOutcome, TrialRecord, TrialRequest
-from nbtune._search import ALGORITHMS, Search
-from nbtune._space import SearchSpace
+from nbtune.cell._space import SearchSpace
+from nbtune.search._loop import ALGORITHMS, Search
+from nbtune.trial._objective import Objective
+from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
 
 
 class _NoExecutor:

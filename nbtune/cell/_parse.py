@@ -8,7 +8,7 @@ import tokenize
 from dataclasses import dataclass, field
 
 from nbtune._errors import TuneUsageError
-from nbtune._space import Param, parse_annotation
+from nbtune.cell._space import Param, parse_annotation
 
 _MARK = "tune:"
 

@@ -8,14 +8,14 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from nbtune import _tracking
 from nbtune._errors import TuneUsageError
-from nbtune._mlflow_links import RunLinks, links_for, on_databricks
 from nbtune._options import TuneOptions
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
-from nbtune._space import SearchSpace
-from nbtune._tracking import CELL_HASH_TAG, cell_hash, default_experiment
+from nbtune.cell._space import SearchSpace
+from nbtune.tracking import _tracker
+from nbtune.tracking._links import RunLinks, links_for, on_databricks
+from nbtune.tracking._tracker import CELL_HASH_TAG, cell_hash, default_experiment
+from nbtune.trial._records import TrialRecord
 
 if TYPE_CHECKING:
     from hyperopt import Trials
@@ -50,7 +50,7 @@ def _load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> Tune
     """load_search, where a store that fails is a one-line error and a silent server does not hang the cell."""
     import mlflow
 
-    _tracking.quiet_mlflow_logs()
+    _tracker.quiet_mlflow_logs()
     uri = options.tracking_uri or str(mlflow.get_tracking_uri())
     box: dict[str, Any] = {}
 
@@ -63,7 +63,7 @@ def _load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> Tune
     # MLflow's HTTP client retries an unreachable server for minutes; local stores are only ever slow.
     thread = threading.Thread(target=load, name="nbtune-resume", daemon=True)
     thread.start()
-    stall = _tracking.STALL_SECONDS
+    stall = _tracker.STALL_SECONDS
     thread.join(stall if uri.startswith(("http:", "https:", "databricks")) else None)
     if thread.is_alive():
         raise TuneUsageError(f"--resume: MLflow at {uri} did not answer in {stall:.0f} s")

@@ -13,12 +13,12 @@ from hyperopt.utils import coarse_utcnow
 
 from nbtune._errors import SearchFailed
 from nbtune._events import Listener, Listeners, SearchInfo
-from nbtune._executor import Executor, ExecutorError
-from nbtune._objective import Objective
 from nbtune._options import TuneOptions
-from nbtune._records import TrialOutcome, TrialRecord, TrialRequest
 from nbtune._result import TuneResult
-from nbtune._space import SearchSpace
+from nbtune.cell._space import SearchSpace
+from nbtune.search._executor import Executor, ExecutorError
+from nbtune.trial._objective import Objective
+from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
 
 ALGORITHMS: dict[str, Callable[..., Any]] = {"tpe": tpe.suggest, "random": rand.suggest, "anneal": anneal.suggest}
 _POLL = 0.1  # seconds between checks of timeouts, cancel requests and UI events

@@ -10,12 +10,12 @@ from typing import Any
 
 import ipywidgets as w
 
-from nbtune import _dashboard_plots as plots
-from nbtune._dashboard_table import RunningTrial, best_html, clock, trials_table
-from nbtune._dashboard_uievents import UiEvents
 from nbtune._events import Listener, SearchInfo
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
+from nbtune.trial._records import TrialRecord
+from nbtune.ui import _plots as plots
+from nbtune.ui._table import RunningTrial, best_html, clock, trials_table
+from nbtune.ui._uievents import UiEvents
 
 # Bar styles, as tqdm's notebook bar: the colour says how the search ended.
 _STYLE_BY_STOP = {

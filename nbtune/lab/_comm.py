@@ -17,9 +17,9 @@ from typing import Any
 
 from nbtune import templates
 from nbtune._events import Listener, SearchInfo
-from nbtune._lab_read import read_cell
-from nbtune._records import TrialRecord
 from nbtune._result import TuneResult
+from nbtune.cell._read import read_cell
+from nbtune.trial._records import TrialRecord
 
 TARGET = "nbtune"
 PROTOCOL = 1

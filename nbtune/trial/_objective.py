@@ -18,8 +18,8 @@ from types import CodeType
 from typing import Any
 
 # Spark workers import this module: keep its imports light (no IPython, hyperopt, pandas).
-from nbtune._records import TrialOutcome, TrialRequest
-from nbtune._timeouts import TrialTimeout, time_limit
+from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._timeouts import TrialTimeout, time_limit
 
 CELL_FILENAME = "<tune-cell>"
 OUTPUT_LIMIT = 64 * 1024  # keep the tail of a chatty trial's output, not all of it
@@ -117,7 +117,7 @@ class Objective:
             outcome.status = "failed"
             outcome.fatal = outcome.error = "--log-model saves the variable 'model', which the cell never assigned"
             return
-        from nbtune._model_export import export_model  # MLflow loads only when asked to
+        from nbtune.trial._model_export import export_model  # MLflow loads only when asked to
 
         try:
             outcome.model = export_model(ns["model"])

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
-from nbtune._cell import CellSpec
 from nbtune._errors import TuneUsageError
-from nbtune._objective import Objective
 from nbtune._options import TuneOptions
+from nbtune.cell._parse import CellSpec
+from nbtune.trial._objective import Objective
 
 
 def capture_namespace(reads: Iterable[str], namespace: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nbtune._records import TrialRecord
+from nbtune.trial._records import TrialRecord
 
 SIZE = (4.0, 2.6)  # inches; at DPI this is a 320 x 208 px image
 DPI = 80

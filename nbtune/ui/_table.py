@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nbtune._records import TrialRecord
+from nbtune.trial._records import TrialRecord
 
 ROWS = 25  # a table, not a log: the rest is in `_tune.to_pandas()`
 _DETAIL_CHARS = 3000  # the tail of a traceback or output shown in the browser

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
-from nbtune._payload import Packed, send
-from nbtune._records import TrialOutcome, TrialRequest
+from nbtune.trial._payload import Packed, send
+from nbtune.trial._records import TrialOutcome, TrialRequest
 
 log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 30.0  # seconds a connecting peer has to authenticate

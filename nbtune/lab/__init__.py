@@ -1,0 +1,1 @@
+"""The kernel side of the JupyterLab extension."""

@@ -1,0 +1,1 @@
+"""Spark executors: the warm worker pool and hyperopt's SparkTrials."""
