@@ -198,7 +198,7 @@ def main() -> None:
             "note": "",
         }
         if w.big_mb:
-            request = len(pickle.dumps(TrialRequest(0, {"x": 0.05})))
+            request = len(pickle.dumps(TrialRequest(tid=0, params={"x": 0.05})))
             shipped = len(cloudpickle.dumps(objective_for(w, big)))
             row["note"] = (
                 f"per-trial message {request} B; the array ({shipped / 1e6:.0f} MB) goes once per worker "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nbtune._errors import TuneUsageError
 from nbtune._events import Listener, SearchInfo
@@ -16,8 +16,12 @@ from nbtune.search._local import LocalExecutor
 from nbtune.trial._objective import Objective
 from nbtune.trial._payload import Packed, pack
 
-if TYPE_CHECKING:
-    from nbtune.search._loop import Search
+
+class Runnable(Protocol):
+    """A search ready to run: nbtune's loop over an executor, or hyperopt's own SparkTrials."""
+
+    def run(self) -> TuneResult:
+        """Run the search to its end; return its result."""
 
 
 def make_search(
@@ -28,7 +32,7 @@ def make_search(
     listeners: list[Listener],
     info: SearchInfo | None = None,
     result: TuneResult | None = None,
-) -> Search:
+) -> Runnable:
     """A search on the chosen backend (auto: the active Spark session, else a local one, else here)."""
     from nbtune.search._loop import Search  # hyperopt (2 s to import) loads with the first search, not %load_ext
 
@@ -52,7 +56,7 @@ def make_search(
     if backend == "sparktrials":
         from nbtune.spark._sparktrials import SparkTrialsSearch
 
-        return SparkTrialsSearch(spark, objective, space, options, listeners, info)
+        return SparkTrialsSearch(spark, objective, space, options, listeners, info, result)
     from nbtune.spark._pool import SparkPoolExecutor
 
     executor = SparkPoolExecutor(spark, packed, options.parallelism)

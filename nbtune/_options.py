@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from nbtune._errors import TuneUsageError
 
-BACKENDS = ("auto", "local", "spark", "sparktrials")
-ALGOS = ("tpe", "random", "anneal")
-MODES = ("min", "max")
+Backend = Literal["auto", "local", "spark", "sparktrials"]
+Algo = Literal["tpe", "random", "anneal"]
+Mode = Literal["min", "max"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+ALGOS: tuple[Algo, ...] = get_args(Algo)
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 @dataclass
@@ -18,10 +21,10 @@ class TuneOptions:
 
     max_evals: int = 32
     parallelism: int | None = None
-    backend: str = "auto"
-    algo: str = "tpe"
+    backend: Backend = "auto"
+    algo: Algo = "tpe"
     metric: str = "loss"
-    mode: str = "min"
+    mode: Mode = "min"
     seed: int | None = None
     timeout: float | None = None
     trial_timeout: float | None = None

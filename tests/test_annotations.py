@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from hyperopt.pyll import stochastic
 
+from nbtune._errors import TuneUsageError
+from nbtune.cell._annotations import annotation_comments
 from nbtune.cell._parse import parse_cell
+from nbtune.cell._read import read_cell
 from nbtune.cell._space import SearchSpace, parse_annotation
 
 
@@ -99,3 +102,21 @@ def test_line_numbers_count_the_magic_header():
 def test_describe_says_how_an_annotation_was_read():
     assert parse_annotation("lr", "loguniform(1e-5, 1e-1)").describe() == "lr: loguniform(lo=1e-05, hi=0.1)"
     assert parse_annotation("n", "randint(1, 4)").describe() == "n: integer 1 <= x < 4"
+
+
+def test_the_magic_and_the_lab_reader_both_read_the_comments_the_shared_scanner_finds():
+    source = 'x = (1 +\n     2)  # tune: uniform(0, 5)\nnote = "# tune: in a string"\ny: int = 3  # tune: randint(9)\n'
+    comments = annotation_comments(source, partial=False)
+    assert [(c.line, c.column, c.text) for c in comments.values()] == [(2, 9, "uniform(0, 5)"), (4, 12, "randint(9)")]
+    assert [(p.line, p.name) for p in parse_cell(source).params] == [(2, "x"), (4, "y")]
+    read = read_cell(source)["annotations"]
+    assert [(a["line"], a["column"], a["length"], a["name"]) for a in read] == [
+        (c.line, c.column, c.length, name) for c, name in zip(comments.values(), "xy", strict=True)
+    ]
+
+
+def test_the_scanner_reads_an_unfinished_cell_up_to_where_it_stops_but_the_magic_refuses_it():
+    source = "lr = 0.1  # tune: loguniform(1e-4, 1)\nnote = '''\n# tune: not a comment yet\n"
+    assert [c.text for c in annotation_comments(source, partial=True).values()] == ["loguniform(1e-4, 1)"]
+    with pytest.raises(TuneUsageError, match=r"^cannot tokenize the cell: "):
+        annotation_comments(source, partial=False)

@@ -123,7 +123,9 @@ def test_a_thousand_fast_trials_send_a_few_messages_a_second_and_the_final_state
     opened = len(comms.messages)
     for n in range(1000):
         dash.trial_started(n, {"x": n / 1000})
-        record = TrialRecord(n, n, {"x": n / 1000}, "ok", (n - 600) ** 2, {}, 0.001, None, None, "", "h")
+        record = TrialRecord(
+            number=n, tid=n, params={"x": n / 1000}, status="ok", value=(n - 600) ** 2, duration=0.001, host="h"
+        )
         result.records.append(record)
         dash.trial_finished(record)
         dash.poll()
@@ -215,7 +217,7 @@ def test_the_bar_colour_says_how_the_search_ended(comms: Comms, stop, style):
     dash = Dashboard(show=lambda _: None)
     result = TuneResult("loss", "min", ["x"])
     dash.search_started(SearchInfo("s", TuneOptions(max_evals=2), "local", 1, ["x"]), result)
-    result.records.append(TrialRecord(0, 0, {"x": 1}, "ok", 1.0, {}, 0.1, None, None, "", "h"))
+    result.records.append(TrialRecord(number=0, tid=0, params={"x": 1}, status="ok", value=1.0, duration=0.1, host="h"))
     result.stop_reason = stop
     dash.search_finished(result)
     assert comms.frontend_state(dash.bar)["bar_style"] == style

@@ -189,7 +189,7 @@ def test_updates_are_throttled_but_the_final_state_is_always_sent():
     listener.search_started(SearchInfo("s", options, "local", 1, ["x"]), result)
     for n in range(50):
         listener.trial_started(n, {"x": n})
-        record = TrialRecord(n, n, {"x": n}, "ok", float(50 - n), {}, 0.0, None, None, "", "")
+        record = TrialRecord(number=n, tid=n, params={"x": n}, status="ok", value=float(50 - n))
         result.records.append(record)
         listener.trial_finished(record)
         listener.poll()

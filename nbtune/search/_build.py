@@ -58,13 +58,13 @@ def build_objective(
             )
     captured = capture_namespace(spec.reads, namespace, skip=param_names)
     return Objective(
-        spec.body,
-        spec.source,
-        captured,
-        list(param_names),
-        options.metric,
-        options.mode,
-        options.log_metrics,
-        spec.line_offset,
-        options.log_model,
+        body=spec.body,
+        source=spec.source,
+        captured=captured,
+        param_names=list(param_names),
+        metric=options.metric,
+        mode=options.mode,
+        log_metrics=options.log_metrics,
+        line_offset=spec.line_offset,
+        log_model=options.log_model,
     )

@@ -41,7 +41,7 @@ class LocalExecutor:
                 self._trial_thread = None
         except TrialCancelled:
             self._trial_thread = None
-            return [TrialOutcome(request.tid, "cancelled", error="stopped: cancelled")]
+            return [TrialOutcome(tid=request.tid, status="cancelled", error="stopped: cancelled")]
         return [outcome]
 
     def cancel(self) -> None:

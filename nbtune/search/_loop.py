@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from hyperopt import anneal, base, rand, tpe
-from hyperopt.utils import coarse_utcnow
-
-from nbtune._errors import SearchFailed
 from nbtune._events import Listener, Listeners, SearchInfo
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
 from nbtune.search._executor import Executor, ExecutorError
+from nbtune.search._history import History
+from nbtune.search._policy import ABANDON, StopPolicy, StopReason
 from nbtune.trial._objective import Objective
 from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
 
-ALGORITHMS: dict[str, Callable[..., Any]] = {"tpe": tpe.suggest, "random": rand.suggest, "anneal": anneal.suggest}
 _POLL = 0.1  # seconds between checks of timeouts, cancel requests and UI events
-# Stops after which the trials still running are abandoned rather than awaited.
-_ABANDON = {"timeout", "cancelled", "interrupted", "error", "max-failures", "failing"}
-_STATES = {"ok": base.JOB_STATE_DONE, "failed": base.JOB_STATE_ERROR, "cancelled": base.JOB_STATE_CANCEL}
 
 
 @dataclass
 class _Running:
     number: int
     params: dict[str, Any]
+    vals: dict[str, list[Any]]
     attempts: int = 1
+
+
+def search_info(options: TuneOptions, space: SearchSpace, objective: Objective, backend: str, slots: int) -> SearchInfo:
+    """What listeners learn about a search before its first trial."""
+    return SearchInfo(
+        name=options.run_name or f"{options.out}: {options.metric}",
+        options=options,
+        backend=backend,
+        parallelism=slots,
+        param_names=space.names,
+        source=objective.source,
+    )
 
 
 class Search:
@@ -52,37 +57,27 @@ class Search:
         self.options = options
         self.executor = executor
         self.listeners = Listeners(listeners or [])
-        self.info = info or SearchInfo(
-            name=options.run_name or f"{options.out}: {options.metric}",
-            options=options,
-            backend=executor.name,
-            parallelism=executor.slots,
-            param_names=space.names,
-            source=objective.source,
-        )
+        self.info = info or search_info(options, space, objective, executor.name, executor.slots)
         self.result = result or TuneResult(options.metric, options.mode, space.names, options.log_metrics)
         self.result.backend, self.result.parallelism = executor.name, executor.slots
         self.result.max_evals = options.max_evals
         self._running: dict[int, _Running] = {}
-        self._fatal: TrialOutcome | None = None
-        self._executor_error: str | None = None
+        self._history = History(self.result.trials, space, options.algo, options.seed)
 
     def run(self) -> TuneResult:
         """Run to completion or until a stop condition; return the result, never losing a finished trial."""
         opts, result = self.options, self.result
-        domain = base.Domain(_not_called, self.space.hyperopt_space())
-        algo = ALGORITHMS[opts.algo]
-        rng = np.random.default_rng(opts.seed)
         start = time.monotonic()
         deadline = start + opts.timeout if opts.timeout else None
+        policy = self._policy = StopPolicy(opts, result, self.executor.slots, self.info.cancel_event, deadline)
         submitted = len(result.records)  # resumed trials count towards --max-evals
-        reason: str | None = None
+        reason: StopReason | None = None
         self.listeners.search_started(self.info, result)
         self.info.cancel_hooks.append(self.executor.cancel)  # a Cancel click stops running trials at once
         try:
             while True:
                 while reason is None and len(self._running) < self.executor.slots and submitted < opts.max_evals:
-                    if not self._suggest(domain, algo, rng, deadline):
+                    if not self._suggest(deadline):
                         reason = "exhausted"
                         break
                     submitted += 1
@@ -92,8 +87,8 @@ class Search:
                 for outcome in self.executor.poll(wait):
                     self._finish(outcome, deadline)
                 self.listeners.poll()
-                reason = reason or self._stop_reason(deadline)
-                if reason in _ABANDON:
+                reason = reason or policy.reason()
+                if reason in ABANDON:
                     self.executor.cancel()
                     for outcome in self.executor.poll(0):  # whatever finished meanwhile is kept
                         self._finish(outcome, deadline)
@@ -104,7 +99,7 @@ class Search:
             self.executor.cancel()
             self._cancel_running("stopped: interrupted")
         except ExecutorError as exc:
-            reason, self._executor_error = "error", str(exc)
+            reason, policy.executor_error = "error", str(exc)
             self.executor.cancel()
             self._cancel_running(f"stopped: {exc}")
         finally:
@@ -113,27 +108,18 @@ class Search:
             result.wall_time += time.monotonic() - start
             result.stop_reason = reason if reason not in (None, "exhausted") else "completed"
         self.listeners.search_finished(result)
-        self._raise_if_failed()
+        policy.raise_if_failed()
         return result
 
-    def _suggest(
-        self, domain: base.Domain, algo: Callable[..., Any], rng: np.random.Generator, deadline: float | None
-    ) -> bool:
-        trials = self.result.trials
-        tids = trials.new_trial_ids(1)
-        trials.refresh()
-        docs = algo(tids, domain, trials, int(rng.integers(2**31 - 1)))
-        if not docs:
+    def _suggest(self, deadline: float | None) -> bool:
+        suggested = self._history.suggest()
+        if suggested is None:
             return False
-        doc = docs[0]
-        doc["state"] = base.JOB_STATE_RUNNING
-        doc["book_time"] = coarse_utcnow()
-        trials.insert_trial_docs([doc])
-        trials.refresh()
-        params = self.space.values(doc["misc"]["vals"])
+        tid, vals = suggested
+        params = self.space.values(vals)
         number = len(self.result.records) + len(self._running)
-        self._running[doc["tid"]] = _Running(number, params)
-        self.executor.submit(TrialRequest(doc["tid"], params, self._trial_timeout(deadline)))
+        self._running[tid] = _Running(number, params, vals)
+        self.executor.submit(TrialRequest(tid=tid, params=params, timeout=self._trial_timeout(deadline)))
         self.listeners.trial_started(number, params)
         return True
 
@@ -149,81 +135,32 @@ class Search:
             running.attempts += 1
             self._running[outcome.tid] = running
             self.executor.submit(
-                TrialRequest(outcome.tid, running.params, self._trial_timeout(deadline), running.attempts)
+                TrialRequest(
+                    tid=outcome.tid,
+                    params=running.params,
+                    timeout=self._trial_timeout(deadline),
+                    attempt=running.attempts,
+                )
             )
             return
         if outcome.timed_out and deadline is not None and time.monotonic() >= deadline - 0.05:
             outcome.status, outcome.error = "cancelled", "stopped by --timeout"
-        if outcome.fatal and self._fatal is None:
-            self._fatal = outcome
-        record = TrialRecord.from_outcome(running.number, running.params, outcome, running.attempts)
-        self._store(record)
-        self.listeners.trial_finished(record)
+        self._policy.saw(outcome)
+        self._store(self._record(outcome, running))
+
+    @staticmethod
+    def _record(outcome: TrialOutcome, running: _Running) -> TrialRecord:
+        return TrialRecord.from_outcome(
+            outcome, number=running.number, params=running.params, vals=running.vals, attempts=running.attempts
+        )
 
     def _store(self, record: TrialRecord) -> None:
-        """Write a finished trial into hyperopt's Trials (so the algorithm learns) and the result."""
-        trials = self.result.trials
-        doc = next(d for d in trials._dynamic_trials if d["tid"] == record.tid)
-        doc["state"] = _STATES[record.status]
-        doc["refresh_time"] = coarse_utcnow()
-        if record.status == "ok" and record.value is not None:
-            doc["result"] = {
-                "status": base.STATUS_OK,
-                "loss": self.objective.loss(record.value),
-                self.options.metric: record.value,
-                "duration": record.duration,
-                **{f"log_{k}": v for k, v in record.log_metrics.items()},
-            }
-        else:
-            doc["result"] = {"status": base.STATUS_FAIL, "error": record.error or "", "duration": record.duration}
-            doc["misc"]["error"] = (record.status, record.error or "")
-        trials.refresh()
+        """Teach the algorithm a finished trial, keep it in the result and tell the listeners."""
+        self._history.store(record, self.options.metric, self.options.mode)
         self.result.records.append(record)
+        self.listeners.trial_finished(record)
 
     def _cancel_running(self, why: str) -> None:
         for tid, running in sorted(self._running.items(), key=lambda kv: kv[1].number):
-            outcome = TrialOutcome(tid=tid, status="cancelled", error=why)
-            self._store(TrialRecord.from_outcome(running.number, running.params, outcome, running.attempts))
-            self.listeners.trial_finished(self.result.records[-1])
+            self._store(self._record(TrialOutcome(tid=tid, status="cancelled", error=why), running))
         self._running.clear()
-
-    def _stop_reason(self, deadline: float | None) -> str | None:
-        records, opts = self.result.records, self.options
-        failed = sum(r.status == "failed" for r in records)
-        if self.info.cancel_event.is_set():
-            return "cancelled"
-        if deadline is not None and time.monotonic() >= deadline:
-            return "timeout"
-        if self._fatal is not None:
-            return "error"
-        if opts.max_failures is not None and failed >= opts.max_failures:
-            return "max-failures"
-        # A cell that fails every time is broken, not unlucky: stop early and say why.
-        if opts.max_failures is None and failed and failed == len(records) >= max(3, self.executor.slots):
-            return "failing"
-        if opts.early_stop is not None and self._since_best() >= opts.early_stop:
-            return "early-stop"
-        return None
-
-    def _since_best(self) -> int:
-        """Finished ok trials since the best one."""
-        best = self.result.best_trial
-        if best is None:
-            return 0
-        ok = [r for r in self.result.records if r.status == "ok"]
-        return len(ok) - 1 - ok.index(best)
-
-    def _raise_if_failed(self) -> None:
-        result = self.result
-        if self._executor_error is not None:
-            raise SearchFailed(self._executor_error, result)
-        if self._fatal is not None:
-            raise SearchFailed(self._fatal.fatal or "the cell is wrong", result)
-        failed = [r for r in result.records if r.status == "failed"]
-        if failed and not any(r.status == "ok" for r in result.records):
-            first = min(failed, key=lambda r: r.number)
-            raise SearchFailed(f"every trial failed; the first with: {first.error}", result)
-
-
-def _not_called(params: Any) -> float:  # pragma: no cover - hyperopt needs a function
-    raise RuntimeError("nbtune evaluates trials through its executors")

@@ -112,7 +112,7 @@ class SparkPoolExecutor:
                 continue
             if self._coordinator.running.pop(conn, None) is not running:
                 continue  # it finished meanwhile
-            outcome = TrialOutcome(running.request.tid, "failed", timed_out=True, host=running.worker.host)
+            outcome = TrialOutcome(tid=running.request.tid, status="failed", timed_out=True, host=running.worker.host)
             outcome.duration = now - running.started
             outcome.error = (
                 f"trial ran past --trial-timeout ({limit:g} s) and did not stop (stuck in native code?); "

@@ -11,50 +11,32 @@ import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, fmin
 from hyperopt.spark import SparkTrials
 
-from nbtune._events import Listener, SearchInfo
+from nbtune._events import Listener, Listeners, SearchInfo
 from nbtune._options import TuneOptions
+from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
-from nbtune.search._loop import ALGORITHMS, Search
+from nbtune.search import _history as history
+from nbtune.search._loop import search_info
+from nbtune.search._policy import StopPolicy, StopReason
 from nbtune.trial._objective import Objective
 from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
 
 
-class _NoExecutor:
-    """SparkTrials dispatches its own Spark jobs; this only carries the name and slot count."""
-
-    name = "sparktrials"
-
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-
-    def submit(self, request: TrialRequest) -> None:
-        """Unused: SparkTrials submits."""
-
-    def poll(self, timeout: float) -> list[TrialOutcome]:
-        """Unused: SparkTrials collects."""
-        return []
-
-    def cancel(self) -> None:
-        """Unused."""
-
-    def close(self) -> None:
-        """Unused."""
-
-
 def _trial_fn(objective: Objective, space: SearchSpace, trial_timeout: float | None) -> Any:
     """The function SparkTrials ships (pickled again for every trial) to a fresh Python worker."""
+    mode = objective.mode
 
     def fn(values: dict[str, Any]) -> dict[str, Any]:
         params = space.convert(values)
-        outcome = objective.run(TrialRequest(0, params, trial_timeout))
+        outcome = objective.run(TrialRequest(tid=0, params=params, timeout=trial_timeout))
         if outcome.status == "ok" and outcome.value is not None:
-            return {"status": STATUS_OK, "loss": objective.loss(outcome.value), "outcome": outcome}
+            return {"status": STATUS_OK, "loss": history.loss_of(outcome.value, mode), "outcome": outcome}
         return {"status": STATUS_FAIL, "outcome": outcome}
 
     return fn
 
 
-class SparkTrialsSearch(Search):
+class SparkTrialsSearch:
     """Runs hyperopt.fmin with SparkTrials on a thread and reports its trials as they finish."""
 
     def __init__(
@@ -65,16 +47,22 @@ class SparkTrialsSearch(Search):
         options: TuneOptions,
         listeners: list[Listener] | None = None,
         info: SearchInfo | None = None,
+        result: TuneResult | None = None,
     ) -> None:
-        self.spark = spark
-        slots = options.parallelism or int(spark.sparkContext.defaultParallelism)
-        super().__init__(objective, space, options, _NoExecutor(slots), listeners, info)
+        self.spark, self.objective, self.space, self.options = spark, objective, space, options
+        self.slots = options.parallelism or int(spark.sparkContext.defaultParallelism)
+        self.listeners = Listeners(listeners or [])
+        self.info = info or search_info(options, space, objective, "sparktrials", self.slots)
+        self.result = result or TuneResult(options.metric, options.mode, space.names, options.log_metrics)
+        self.result.backend, self.result.parallelism = "sparktrials", self.slots
+        self.result.max_evals = options.max_evals
 
-    def run(self) -> Any:
+    def run(self) -> TuneResult:
         """Run fmin on a thread; the notebook thread streams events and handles stops."""
         opts, result = self.options, self.result
-        trials = SparkTrials(parallelism=self.executor.slots, spark_session=self.spark)
+        trials = SparkTrials(parallelism=self.slots, spark_session=self.spark)
         result.trials = trials
+        policy = StopPolicy(opts, result, self.slots, self.info.cancel_event, None)
         group = f"nbtune-sparktrials-{uuid.uuid4().hex[:8]}"
         errors: list[BaseException] = []
 
@@ -84,7 +72,7 @@ class SparkTrialsSearch(Search):
                 fmin(
                     _trial_fn(self.objective, self.space, opts.trial_timeout),
                     self.space.hyperopt_space(),
-                    algo=ALGORITHMS[opts.algo],
+                    algo=history.ALGORITHMS[opts.algo],
                     max_evals=opts.max_evals,
                     trials=trials,
                     timeout=opts.timeout,
@@ -95,47 +83,43 @@ class SparkTrialsSearch(Search):
                 errors.append(exc)
 
         start = time.monotonic()
-        reason: str | None = None
+        reason: StopReason | None = None
         self.listeners.search_started(self.info, result)
         thread = threading.Thread(target=drive, name="nbtune-sparktrials", daemon=True)
         thread.start()
         try:
             while thread.is_alive():
                 thread.join(0.1)
-                self._collect(trials)
+                self._collect(trials, policy)
                 self.listeners.poll()
-                reason = reason or self._stop_reason(None)
-                if reason and not trials._fmin_cancelled:
-                    trials._fmin_cancelled, trials._fmin_cancelled_reason = True, reason
+                reason = reason or policy.reason()
+                if reason and history.stop_fmin(trials, reason):
                     self.spark.sparkContext.cancelJobGroup(group)
         except KeyboardInterrupt:
             reason = "interrupted"
-            trials._fmin_cancelled = True
+            history.stop_fmin(trials, reason)
             self.spark.sparkContext.cancelJobGroup(group)
             thread.join(10)
-        self._collect(trials)
+        self._collect(trials, policy)
         result.wall_time += time.monotonic() - start
-        if reason is None and trials._fmin_cancelled_reason == "fmin run timeout":
+        if reason is None and history.fmin_timed_out(trials):
             reason = "timeout"
         result.stop_reason = reason or "completed"
         self.listeners.search_finished(result)
-        self._raise_if_failed()
+        policy.raise_if_failed()
         return result
 
-    def _collect(self, trials: SparkTrials) -> None:
-        seen = {r.tid for r in self.result.records}
-        for doc in list(trials._dynamic_trials):
-            if doc["tid"] in seen or doc["state"] not in (2, 3, 4):  # done, error, cancel
-                continue
-            params = self.space.values(doc["misc"]["vals"])
+    def _collect(self, trials: SparkTrials, policy: StopPolicy) -> None:
+        for doc in history.finished_docs(trials, {r.tid for r in self.result.records}):
+            vals = history.plain_vals(doc["misc"]["vals"])
             outcome = doc["result"].get("outcome")
             if not isinstance(outcome, TrialOutcome):
-                error = doc["misc"].get("error")
-                outcome = TrialOutcome(tid=doc["tid"], status="cancelled" if doc["state"] == 4 else "failed")
-                outcome.error = str(error[1]) if error else "cancelled by SparkTrials"
+                cancelled = history.doc_cancelled(doc)
+                outcome = TrialOutcome(tid=doc["tid"], status="cancelled" if cancelled else "failed")
+                outcome.error = history.doc_error(doc) or "cancelled by SparkTrials"
             outcome.tid = doc["tid"]
-            record = TrialRecord.from_outcome(len(self.result.records), params, outcome)
+            number = len(self.result.records)
+            record = TrialRecord.from_outcome(outcome, number=number, params=self.space.values(vals), vals=vals)
             self.result.records.append(record)
-            if outcome.fatal and self._fatal is None:
-                self._fatal = outcome
+            policy.saw(outcome)
             self.listeners.trial_finished(record)

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nbtune._errors import TuneUsageError
 from nbtune._options import TuneOptions
@@ -16,9 +16,6 @@ from nbtune.tracking import _tracker
 from nbtune.tracking._links import RunLinks, links_for, on_databricks
 from nbtune.tracking._tracker import CELL_HASH_TAG, cell_hash, default_experiment
 from nbtune.trial._records import TrialRecord
-
-if TYPE_CHECKING:
-    from hyperopt import Trials
 
 _FINISHED = ("ok", "failed")  # trials a resumed search keeps (cancelled ones are run again)
 
@@ -149,29 +146,23 @@ def _children(client: Any, parent: Any) -> list[Any]:
 
 def rebuild(children: list[Any], options: TuneOptions, space: SearchSpace, links: RunLinks) -> TuneResult:
     """Records and hyperopt docs from finished child runs (ok and failed; cancelled ones are run again)."""
+    from nbtune.search._history import restore  # hyperopt loads only when a search resumes
+
     result = TuneResult(options.metric, options.mode, space.names, options.log_metrics)
     finished = [r for r in children if r.data.tags.get("nbtune.status") in _FINISHED and "nbtune.vals" in r.data.tags]
     finished.sort(key=lambda r: (int(r.data.tags.get("nbtune.trial", 0)), r.info.start_time or 0))
-    trials: Trials = result.trials
-    tids = trials.new_trial_ids(len(finished))  # reserved, so new trials never reuse an id
-    docs = []
-    for number, (tid, run) in enumerate(zip(tids, finished, strict=True)):
-        record, doc = _trial(number, tid, run, options, space, trials)
+    for number, run in enumerate(finished):
+        record = _record(number, run, options, space)
         record.mlflow_run_id = run.info.run_id
         record.mlflow_url = links.run_url(run.info.experiment_id, run.info.run_id)
         record.model_uri = run.data.tags.get("nbtune.model")
         result.records.append(record)
-        docs.append(doc)
-    trials.insert_trial_docs(docs)
-    trials.refresh()
+    times = [(_time(r.info.start_time), _time(r.info.end_time)) for r in finished]
+    restore(result.trials, result.records, options.metric, options.mode, times)
     return result
 
 
-def _trial(
-    number: int, tid: int, run: Any, options: TuneOptions, space: SearchSpace, trials: Trials
-) -> tuple[TrialRecord, dict[str, Any]]:
-    from hyperopt import base
-
+def _record(number: int, run: Any, options: TuneOptions, space: SearchSpace) -> TrialRecord:
     tags, metrics = run.data.tags, run.data.metrics
     vals: dict[str, list[Any]] = json.loads(tags["nbtune.vals"])
     try:
@@ -186,33 +177,24 @@ def _trial(
     value = metrics.get(options.metric)
     if status == "ok" and value is None:
         status = "failed"  # the metric never reached MLflow: the trial cannot teach the algorithm
-    duration = float(metrics.get("duration", 0.0))
     log_metrics: dict[str, Any] = {}
     for name in options.log_metrics:
         if name in metrics:
             log_metrics[name] = metrics[name]
         elif f"log.{name}" in tags:
             log_metrics[name] = tags[f"log.{name}"]
-    error = tags.get("nbtune.error")
-    record = TrialRecord(
-        number, tid, params, status, value, log_metrics, duration, error, None, "", tags.get("nbtune.host", "")
+    return TrialRecord(
+        number=number,
+        tid=-1,  # restore() gives it a fresh id
+        params=params,
+        vals=vals,
+        status=status,
+        value=value,
+        log_metrics=log_metrics,
+        duration=float(metrics.get("duration", 0.0)),
+        error=tags.get("nbtune.error"),
+        host=tags.get("nbtune.host", ""),
     )
-    if status == "ok" and value is not None:
-        loss = value if options.mode == "min" else -value
-        outcome = {"status": base.STATUS_OK, "loss": loss, options.metric: value, "duration": duration}
-        outcome.update({f"log_{k}": v for k, v in log_metrics.items()})
-    else:
-        outcome = {"status": base.STATUS_FAIL, "error": error or "", "duration": duration}
-    misc: dict[str, Any] = {"tid": tid, "cmd": None, "workdir": None}
-    misc["idxs"] = {k: [tid] if v else [] for k, v in vals.items()}
-    misc["vals"] = vals
-    if outcome["status"] == base.STATUS_FAIL:
-        misc["error"] = (status, error or "")
-    doc = trials.new_trial_docs([tid], [None], [outcome], [misc])[0]
-    doc["state"] = base.JOB_STATE_DONE if status == "ok" else base.JOB_STATE_ERROR
-    doc["book_time"] = _time(run.info.start_time)
-    doc["refresh_time"] = _time(run.info.end_time)
-    return record, doc
 
 
 def _time(ms: int | None) -> dt.datetime | None:

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import math
-import numbers
 import os
 import queue
 import tempfile
@@ -110,11 +109,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def plain_vals(vals: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """The `misc.vals` of a hyperopt doc with numpy scalars as plain numbers (JSON-ready)."""
-    return {k: [int(v) if isinstance(v, numbers.Integral) else float(v) for v in vs] for k, vs in vals.items()}
-
-
 class MlflowTracker(Listener):
     """Logs a search to MLflow from a writer thread; warns once and steps aside if the store fails."""
 
@@ -158,7 +152,7 @@ class MlflowTracker(Listener):
         if record.model_error and not self._model_warned:
             self._model_warned = True
             warnings.warn(f"nbtune: {record.model_error}; the trials go on without it", TrackingWarning, stacklevel=2)
-        self._queue.put(("finish", record, self._vals(record.tid), _now_ms()))
+        self._queue.put(("finish", record, record.vals, _now_ms()))
 
     def poll(self) -> None:
         """Notice an outage while the search runs, so the warning comes when it happens."""
@@ -174,13 +168,6 @@ class MlflowTracker(Listener):
         except KeyboardInterrupt:
             self._give_up("interrupted while writing the last runs")
         self._check()
-
-    def _vals(self, tid: int) -> dict[str, list[Any]]:
-        trials = self._result.trials if self._result is not None else None
-        for doc in reversed(getattr(trials, "_dynamic_trials", [])):
-            if doc["tid"] == tid:
-                return plain_vals(doc["misc"]["vals"])
-        return {}
 
     def _check(self) -> bool:
         """Warn (once) about an error or a stalled store; True if tracking is over."""

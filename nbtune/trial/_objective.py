@@ -52,7 +52,7 @@ def as_number(value: Any) -> float | None:
         return None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Objective:
     """Everything a worker needs to run trials; picklable (the code is compiled lazily)."""
 
@@ -82,10 +82,6 @@ class Objective:
             lines = ("\n" * self.line_offset + self.source).splitlines(keepends=True)
             linecache.cache[CELL_FILENAME] = (len(self.source), None, lines, CELL_FILENAME)
         return self._code
-
-    def loss(self, value: float) -> float:
-        """What hyperopt minimises for a metric value."""
-        return value if self.mode == "min" else -value
 
     def run(self, request: TrialRequest) -> TrialOutcome:
         """Run one trial here, capturing its output; a raising trial is a failed outcome."""

@@ -8,7 +8,7 @@ from typing import Any, Literal
 Status = Literal["ok", "failed", "cancelled"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrialRequest:
     """One trial to run: hyperopt's id, the parameter values and its time budget."""
 
@@ -18,7 +18,7 @@ class TrialRequest:
     attempt: int = 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrialOutcome:
     """What running one trial gave: sent back by whichever executor ran it."""
 
@@ -36,24 +36,24 @@ class TrialOutcome:
     lost: bool = False  # the worker died under the trial: the driver may retry it once
     model: bytes | None = field(default=None, repr=False)  # --log-model: a zipped MLflow model directory
     model_error: str | None = None  # --log-model: why the model could not be saved
-    timings: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrialRecord:
     """A finished trial as the result and the listeners see it."""
 
     number: int  # 0-based position in the search
     tid: int
     params: dict[str, Any]
+    vals: dict[str, list[Any]] = field(default_factory=dict)  # hyperopt's values (choice indices), JSON-ready
     status: Status
-    value: float | None
-    log_metrics: dict[str, Any]
-    duration: float
-    error: str | None
-    traceback: str | None
-    output: str
-    host: str
+    value: float | None = None
+    log_metrics: dict[str, Any] = field(default_factory=dict)
+    duration: float = 0.0
+    error: str | None = None
+    traceback: str | None = None
+    output: str = ""
+    host: str = ""
     attempts: int = 1
     mlflow_run_id: str | None = None
     mlflow_url: str | None = None
@@ -62,21 +62,24 @@ class TrialRecord:
     model_uri: str | None = None  # --log-model: "runs:/<run id>/model", once logged
 
     @classmethod
-    def from_outcome(cls, number: int, params: dict[str, Any], o: TrialOutcome, attempts: int = 1) -> TrialRecord:
+    def from_outcome(
+        cls, o: TrialOutcome, *, number: int, params: dict[str, Any], vals: dict[str, list[Any]], attempts: int = 1
+    ) -> TrialRecord:
         """Combine an executor's outcome with what the driver knows about the trial."""
-        record = cls(
-            number,
-            o.tid,
-            params,
-            o.status,
-            o.value,
-            o.log_metrics,
-            o.duration,
-            o.error,
-            o.traceback,
-            o.output,
-            o.host,
-            attempts,
+        return cls(
+            number=number,
+            tid=o.tid,
+            params=params,
+            vals=vals,
+            status=o.status,
+            value=o.value,
+            log_metrics=o.log_metrics,
+            duration=o.duration,
+            error=o.error,
+            traceback=o.traceback,
+            output=o.output,
+            host=o.host,
+            attempts=attempts,
+            model=o.model,
+            model_error=o.model_error,
         )
-        record.model, record.model_error = o.model, o.model_error
-        return record
