@@ -10,16 +10,31 @@ if TYPE_CHECKING:
     from nbtune import templates
     from nbtune._api import tune
     from nbtune._errors import TuneUsageError
+    from nbtune._events import Listener, SearchInfo
     from nbtune._result import TuneResult
+    from nbtune.trial._records import TrialRecord
 
 __version__ = "0.1.0"
-__all__ = ["TuneResult", "TuneUsageError", "UsageError", "load_ipython_extension", "templates", "tune"]
+__all__ = [
+    "Listener",
+    "SearchInfo",
+    "TrialRecord",
+    "TuneResult",
+    "TuneUsageError",
+    "UsageError",
+    "load_ipython_extension",
+    "templates",
+    "tune",
+]
 
 # Spark workers import nbtune's worker modules; the public names load on first use so that
 # a worker does not pay for IPython and hyperopt it never needs.
 _LAZY = {
     "tune": ("nbtune._api", "tune"),
     "TuneResult": ("nbtune._result", "TuneResult"),
+    "Listener": ("nbtune._events", "Listener"),  # the hooks of `tune(listeners=...)`
+    "SearchInfo": ("nbtune._events", "SearchInfo"),
+    "TrialRecord": ("nbtune.trial._records", "TrialRecord"),
     "TuneUsageError": ("nbtune._errors", "TuneUsageError"),
     "UsageError": ("IPython.core.error", "UsageError"),
     "templates": ("nbtune.templates", None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from keyword import iskeyword
 from typing import Any, Literal, get_args
 
 from nbtune._errors import TuneUsageError
@@ -74,7 +75,7 @@ class TuneOptions:
         _one_of("--algo", self.algo, ALGOS)
         _one_of("--mode", self.mode, MODES)
         for flag, name in (("--metric", self.metric), ("--out", self.out), ("--space", self.space)):
-            if name is not None and not (isinstance(name, str) and name.isidentifier()):
+            if name is not None and not (isinstance(name, str) and name.isidentifier() and not iskeyword(name)):
                 raise TuneUsageError(f"{flag} must be a variable name, got {name!r}")
         for name in self.log_metrics:
             if not name.isidentifier():

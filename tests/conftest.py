@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +11,6 @@ import pytest
 # fixtures, and two Playwright instances cannot run in one thread.
 from browser import chromium_fixture, jupyterlab_server_fixture, page_fixture  # noqa: F401
 from IPython.core.interactiveshell import InteractiveShell
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("NBTUNE_DATA_DIR", ROOT.parent / "shared" / "data" / "fashion-mnist"))
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +41,3 @@ def ip(_shell: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     yield _shell
     for name, value in saved.items():
         setattr(magic, name, value)
-
-
-def run_tune(ip: InteractiveShell, line: str, cell: str):
-    """Run a %%tune cell the way the kernel does (run_cell_magic raises what the cell raises)."""
-    return ip.run_cell_magic("tune", line, cell)

@@ -7,7 +7,7 @@ import re
 import threading
 
 import pytest
-from conftest import run_tune
+from helpers import run_tune
 from widget_comms import Comms, record_comms
 
 import nbtune

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR
+from helpers import DATA_DIR
 
 from nbtune import datasets
 from nbtune._errors import TuneUsageError

@@ -10,7 +10,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import DATA_DIR, ROOT
+from helpers import DATA_DIR, ROOT
 
 import nbtune
 

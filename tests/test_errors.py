@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_tune
+from helpers import run_tune
 
 from nbtune import UsageError
 
@@ -62,11 +62,18 @@ BAD = [
     ("--space NUMBER", "loss = x\n", r"--space NUMBER: expected a non-empty dict"),
     ("--backend local --parallelism 4", OK_CELL, r"--backend local runs one trial at a time"),
 ]
+# Found by trying it as a new user would.
+MORE = [
+    ("--out for", OK_CELL, r"--out must be a variable name, got 'for'"),
+    ("--out 2x", OK_CELL, r"--out must be a variable name, got '2x'"),
+    ("--space PLAIN", "loss = x\n", r"--space PLAIN: holds no hyperopt expression"),
+]
 
 
-@pytest.mark.parametrize(("line", "cell", "message"), BAD, ids=[m[:40] for _, _, m in BAD])
+@pytest.mark.parametrize(("line", "cell", "message"), BAD + MORE, ids=[m[:40] for _, _, m in BAD + MORE])
 def test_bad_input_is_a_one_line_usage_error(ip, line, cell, message):
     ip.run_cell("NUMBER = 3")
+    ip.run_cell("PLAIN = {'x': 0.5, 'y': [1, 2]}")
     with pytest.raises(UsageError, match=message) as info:
         run_tune(ip, f"{line} --quiet", cell)
     assert "\n" not in str(info.value)

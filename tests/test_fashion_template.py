@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import DATA_DIR, run_tune
+from helpers import DATA_DIR, run_tune
 
 import nbtune
 from nbtune._options import TuneOptions

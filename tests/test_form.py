@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import run_tune
+from helpers import run_tune
 from widget_comms import Comms, record_comms
 
 from nbtune import TuneResult, UsageError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
-from conftest import run_tune
+from helpers import run_tune
 from IPython.core.error import UsageError
 from spark_fixtures import local_spark  # noqa: F401 - fixture
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_tune
+from helpers import run_tune
 
 import nbtune
 from nbtune import TuneResult, UsageError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import DATA_DIR, ROOT
+from helpers import DATA_DIR, ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_tune
+from helpers import run_tune
 from mlflow.tracking import MlflowClient
 
 import nbtune

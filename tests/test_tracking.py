@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_tune
+from helpers import run_tune
 from mlflow.tracking import MlflowClient
 from spark_fixtures import local_spark  # noqa: F401 - fixture
 

@@ -187,7 +187,21 @@ def custom_space(value: Any, var: str) -> SearchSpace:
     for key in value:
         if not isinstance(key, str) or not key.isidentifier():
             raise TuneUsageError(f"--space {var}: keys must be variable names, got {key!r}")
+    if not _has_expression(value):  # else the search runs every trial on the same values
+        raise TuneUsageError(f"--space {var}: holds no hyperopt expression such as hp.uniform('x', 0, 1)")
     return SearchSpace(custom=dict(value))
+
+
+def _has_expression(value: Any) -> bool:
+    from hyperopt.pyll import Apply  # only with --space, when the search imports hyperopt anyway
+
+    if isinstance(value, Apply):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_expression(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_expression(v) for v in value)
+    return False
 
 
 def search_space(params: list[Param], space_var: str | None, namespace: Mapping[str, Any]) -> SearchSpace:
