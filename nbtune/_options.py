@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from keyword import iskeyword
 from typing import Any, Literal, get_args
 
@@ -16,34 +16,45 @@ ALGOS: tuple[Algo, ...] = get_args(Algo)
 MODES: tuple[Mode, ...] = get_args(Mode)
 
 
-@dataclass
+def _option(default: Any, help: str, *, flag: bool = True, config: bool = True, logged: bool = False) -> Any:
+    """A TuneOptions field and what is derived from it: its flag, its `%config` trait, its MLflow tag."""
+    return field(default=default, metadata={"help": help, "flag": flag, "config": config, "logged": logged})
+
+
+@dataclass(frozen=True)
 class TuneOptions:
     """Everything that shapes a search; field names match the flags (`max_evals` = `--max-evals`)."""
 
-    max_evals: int = 32
-    parallelism: int | None = None
-    backend: Backend = "auto"
-    algo: Algo = "tpe"
-    metric: str = "loss"
-    mode: Mode = "min"
-    seed: int | None = None
-    timeout: float | None = None
-    trial_timeout: float | None = None
-    max_failures: int | None = None
-    early_stop: int | None = None
-    space: str | None = None
-    log_metrics: tuple[str, ...] = ()
-    experiment: str | None = None
-    tracking_uri: str | None = None
-    mlflow: bool = True
-    run_name: str | None = None
-    mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links (else NBTUNE_MLFLOW_UI_URL)
-    resume: str | None = None  # "" = the last search of this cell, else a parent run id
-    out: str = "_tune"
-    apply_best: bool = False
-    log_model: bool = False  # each trial's `model` saved to its MLflow run
-    quiet: bool = False
-    ui: bool = False
+    max_evals: int = _option(32, "Trials per search", logged=True)
+    parallelism: int | None = _option(None, "Trials at once (default: the Spark cores)", logged=True)
+    backend: Backend = _option("auto", "Where trials run", logged=True)
+    algo: Algo = _option("tpe", "hyperopt algorithm", logged=True)
+    metric: str = _option("loss", "Variable the cell assigns and the search optimises", logged=True)
+    mode: Mode = _option("min", "Minimise or maximise the metric", logged=True)
+    seed: int | None = _option(None, "Seed for reproducible searches", logged=True)
+    timeout: float | None = _option(None, "Seconds for a whole search", logged=True)
+    trial_timeout: float | None = _option(None, "Seconds for one trial", logged=True)
+    max_failures: int | None = _option(None, "Stop after this many failed trials", logged=True)
+    early_stop: int | None = _option(None, "Stop after N trials without improvement", logged=True)
+    space: str | None = _option(None, "A notebook dict of hyperopt expressions to search", config=False, logged=True)
+    log_metrics: tuple[str, ...] = _option((), "More variables to record per trial", config=False, logged=True)
+    experiment: str | None = _option(None, "MLflow experiment")
+    tracking_uri: str | None = _option(None, "MLflow tracking URI")
+    mlflow: bool = _option(True, "Track every search in MLflow")
+    run_name: str | None = _option(None, "Name of the search's MLflow run")
+    mlflow_ui_url: str | None = _option(
+        None, "MLflow UI base URL for run links (else NBTUNE_MLFLOW_UI_URL)", flag=False
+    )
+    resume: str | None = _option(None, "Continue this cell's last search, or the one with this run id", config=False)
+    out: str = _option("_tune", "Variable that receives the result")
+    apply_best: bool = _option(False, "Assign the best values into the notebook")
+    log_model: bool = _option(False, "Save each trial's `model` in its MLflow run")
+    quiet: bool = _option(False, "Show nothing while searching")
+    ui: bool = _option(False, "A form to pick the options before the search starts", config=False)
+
+    def logged(self) -> dict[str, Any]:
+        """The options that shape results, as MLflow records them with each search."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["logged"]}
 
     @classmethod
     def names(cls) -> list[str]:

@@ -8,50 +8,26 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Bool, Enum, Float, Int, Unicode
 
 from nbtune import templates
-from nbtune._backends import make_search
 from nbtune._errors import SearchFailed, TuneUsageError, one_line_errors
-from nbtune._listeners import listeners_for
-from nbtune._options import ALGOS, BACKENDS, MODES, TuneOptions
+from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
+from nbtune._run import run_search
+from nbtune._traits import option_traits
 from nbtune.cell._flags import parse_flags
 from nbtune.cell._parse import CellSpec, parse_cell
 from nbtune.cell._space import search_space
 from nbtune.lab._comm import register as register_lab_comm
-from nbtune.search._build import build_objective
 from nbtune.tracking._links import mlflow_ui_magic
-from nbtune.tracking._resume import tracking_setup
 
 if TYPE_CHECKING:
     from nbtune.ui._form import TuneForm
 
 
 @magics_class
-class TuneMagic(Magics):
+class TuneMagic(Magics, option_traits()):  # type: ignore[misc]  # traits derived from TuneOptions
     """Turn an annotated training cell into a hyperopt search. Defaults: `%config TuneMagic.<name> = ...`."""
-
-    max_evals = Int(32, help="Trials per search (--max-evals).").tag(config=True)
-    parallelism = Int(None, allow_none=True, help="Trials at once (--parallelism).").tag(config=True)
-    backend = Enum(BACKENDS, "auto", help="Where trials run (--backend).").tag(config=True)
-    algo = Enum(ALGOS, "tpe", help="hyperopt algorithm (--algo).").tag(config=True)
-    metric = Unicode("loss", help="Variable the cell assigns and the search optimises (--metric).").tag(config=True)
-    mode = Enum(MODES, "min", help="Minimise or maximise the metric (--mode).").tag(config=True)
-    seed = Int(None, allow_none=True, help="Seed for reproducible searches (--seed).").tag(config=True)
-    timeout = Float(None, allow_none=True, help="Seconds for a whole search (--timeout).").tag(config=True)
-    trial_timeout = Float(None, allow_none=True, help="Seconds for one trial (--trial-timeout).").tag(config=True)
-    max_failures = Int(None, allow_none=True, help="Stop after this many failed trials.").tag(config=True)
-    early_stop = Int(None, allow_none=True, help="Stop after N trials without improvement.").tag(config=True)
-    experiment = Unicode(None, allow_none=True, help="MLflow experiment (--experiment).").tag(config=True)
-    tracking_uri = Unicode(None, allow_none=True, help="MLflow tracking URI (--tracking-uri).").tag(config=True)
-    mlflow = Bool(True, help="Track every search in MLflow (off: --no-mlflow).").tag(config=True)
-    run_name = Unicode(None, allow_none=True, help="Name of the search's MLflow run (--run-name).").tag(config=True)
-    mlflow_ui_url = Unicode(None, allow_none=True, help="MLflow UI base URL for run links.").tag(config=True)
-    out = Unicode("_tune", help="Variable that receives the result (--out).").tag(config=True)
-    apply_best = Bool(False, help="Assign the best values into the notebook (--apply-best).").tag(config=True)
-    log_model = Bool(False, help="Save each trial's `model` in its MLflow run (--log-model).").tag(config=True)
-    quiet = Bool(False, help="Show nothing while searching (--quiet).").tag(config=True)
 
     def defaults(self) -> TuneOptions:
         """TuneOptions from the traits, i.e. `%config` settings."""
@@ -75,13 +51,8 @@ class TuneMagic(Magics):
 
     def _search(self, spec: CellSpec, options: TuneOptions, show: Callable[[Any], Any] | None = None) -> TuneResult:
         """Search over a parsed cell and bind the result; `show` places the dashboard (the `--ui` form)."""
-        ns = self._shell().user_ns
-        space = search_space(spec.params, options.space, ns)
-        objective = build_objective(spec, ns, options, space.names)
-        options, resumed = tracking_setup(options, ns, spec.source, space)  # experiment default, --resume
-        search = make_search(objective, space, options, ns, listeners_for(options, show), result=resumed)
         try:
-            result = search.run()
+            result = run_search(spec, options, self._shell().user_ns, show=show)
         except SearchFailed as failed:
             self._publish(failed.result, options)
             _show_first_traceback(failed.result)

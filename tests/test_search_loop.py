@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hyperopt import base
@@ -42,12 +43,16 @@ class FakeExecutor:
 
     def poll(self, timeout: float) -> list[TrialOutcome]:
         self.polls += 1
+        assert self.polls < 500, "the search never stopped"
         if self.on_poll:
             self.on_poll(self.polls)
         done, self.later, still = self.later, [], []
         for n, request in self.running:
             outcome = self.decide(request, n)
-            done.append(outcome) if outcome else still.append((n, request))
+            if outcome is None:
+                still.append((n, request))
+            else:
+                done.append(outcome)
         self.running = still
         if not done:
             time.sleep(min(timeout, 0.005))
@@ -84,7 +89,7 @@ def make_search(executor: FakeExecutor, result: TuneResult | None = None, **opti
     return Search(build_objective(spec, {}, opts, space.names), space, opts, executor, result=result)
 
 
-def run(executor: FakeExecutor, **options: object) -> TuneResult:
+def run(executor: FakeExecutor, **options: Any) -> TuneResult:
     return make_search(executor, **options).run()
 
 
@@ -163,7 +168,10 @@ def raise_on_poll(exc: BaseException, at: int) -> Callable[[int], None]:
 def test_keyboard_interrupt_keeps_finished_trials() -> None:
     ex = FakeExecutor(ok, on_poll=raise_on_poll(KeyboardInterrupt(), at=2))
     search = make_search(ex, max_evals=10)
-    result = search.run()
+    try:
+        result = search.run()
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped the search")
     assert result.stop_reason == "interrupted"
     assert statuses(result) == ["ok", "cancelled"] and result.records[1].error == "stopped: interrupted"
     assert (ex.cancels, ex.closes) == (1, 1) and search.info.cancel_hooks == []
@@ -206,6 +214,16 @@ def test_early_stop() -> None:
     assert result.stop_reason == "early-stop" and len(result.records) == 3 and len(ex.submitted) == 3
 
 
+def test_cancel_still_stops_a_search_that_waits_after_early_stop() -> None:
+    # early-stop waits for running trials; a Cancel click (whose executor drops them) must still end it.
+    ex = FakeExecutor(lambda r, n: None if n == 1 else TrialOutcome(tid=r.tid, status="ok", value=float(n)), slots=2)
+    search = make_search(ex, max_evals=10, early_stop=2)
+    ex.on_poll = lambda polls: search.info.cancel() if len(search.result.records) >= 3 else None
+    result = search.run()
+    assert result.stop_reason == "cancelled"
+    assert statuses(result).count("cancelled") == 1 and ex.cancels >= 1
+
+
 def test_resumed_trials_count_towards_max_evals() -> None:
     first = run(FakeExecutor(ok), max_evals=3)
     resumed = TuneResult("loss", "min", ["x"])  # as tracking/_resume.py rebuilds it from MLflow
@@ -220,14 +238,17 @@ def test_resumed_trials_count_towards_max_evals() -> None:
 
 
 def test_history_holds_every_trial_with_max_loss_sign() -> None:
-    ex = FakeExecutor(lambda r, n: failed(r, n) if n == 1 else TrialOutcome(tid=r.tid, status="ok", value=r.params["x"]))
+    ex = FakeExecutor(
+        lambda r, n: failed(r, n) if n == 1 else TrialOutcome(tid=r.tid, status="ok", value=r.params["x"])
+    )
     result = run(ex, max_evals=4, metric="score", mode="max")
-    docs = {d["tid"]: d for d in result.trials.trials}
+    docs = {d["tid"]: d for d in result.trials._dynamic_trials}  # every document, failed ones too
     assert sorted(docs) == sorted(r.tid for r in result.records)
-    for record in result.records:
-        doc = docs[record.tid]
-        if record.status == "ok":
-            assert doc["state"] == base.JOB_STATE_DONE and doc["result"]["loss"] == -record.value
-        else:
-            assert doc["state"] == base.JOB_STATE_ERROR and doc["result"]["status"] == base.STATUS_FAIL
-    assert result.trials.best_trial["tid"] == result.best_trial.tid
+    ok_records = [r for r in result.records if r.status == "ok"]
+    assert sorted(result.trials.tids) == sorted(r.tid for r in ok_records)  # what the algorithm learns from
+    for record in ok_records:
+        assert docs[record.tid]["state"] == base.JOB_STATE_DONE
+        assert record.value is not None and docs[record.tid]["result"]["loss"] == -record.value
+    failed_doc = docs[result.records[1].tid]
+    assert failed_doc["state"] == base.JOB_STATE_ERROR and failed_doc["result"]["status"] == base.STATUS_FAIL
+    assert result.best_trial is not None and result.trials.best_trial["tid"] == result.best_trial.tid

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Any, NoReturn
+from dataclasses import fields
+from typing import Any, NoReturn, get_args, get_type_hints
 
 from nbtune._errors import TuneUsageError
 from nbtune._options import TuneOptions
@@ -33,30 +34,26 @@ def _seconds(text: str) -> float:
 
 
 def _build() -> _Parser:
+    """One flag per TuneOptions field (`max_evals` -> `--max-evals`), typed from the field."""
     p = _Parser(prog="%%tune", add_help=False, allow_abbrev=False)
-    p.add_argument("--max-evals", type=_int)
-    p.add_argument("--parallelism", type=_int)
-    p.add_argument("--backend")
-    p.add_argument("--algo")
-    p.add_argument("--metric")
-    p.add_argument("--mode")
-    p.add_argument("--seed", type=_int)
-    p.add_argument("--timeout", type=_seconds)
-    p.add_argument("--trial-timeout", type=_seconds)
-    p.add_argument("--max-failures", type=_int)
-    p.add_argument("--early-stop", type=_int)
-    p.add_argument("--space")
-    p.add_argument("--log-metrics")
-    p.add_argument("--experiment")
-    p.add_argument("--run-name")
-    p.add_argument("--tracking-uri")
-    p.add_argument("--no-mlflow", dest="mlflow", action="store_false", default=None)
-    p.add_argument("--resume", nargs="?", const="")
-    p.add_argument("--out")
-    p.add_argument("--apply-best", action="store_true", default=None)
-    p.add_argument("--log-model", action="store_true", default=None)
-    p.add_argument("--quiet", action="store_true", default=None)
-    p.add_argument("--ui", action="store_true", default=None)
+    hints = get_type_hints(TuneOptions)
+    for f in fields(TuneOptions):
+        if not f.metadata["flag"]:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        if kind is bool:  # a switch: --quiet turns on, --no-mlflow turns off what is on by default
+            off = f.default is True
+            p.add_argument(
+                f"--no-{flag[2:]}" if off else flag,
+                dest=f.name,
+                action="store_false" if off else "store_true",
+                default=None,
+            )
+        elif f.name == "resume":  # --resume alone: this cell's last search; --resume RUN_ID: that one
+            p.add_argument(flag, nargs="?", const="")
+        else:
+            number = {int: _int, float: _seconds}.get(next((t for t in get_args(kind) if t is not type(None)), kind))
+            p.add_argument(flag, type=number or str)
     return p
 
 

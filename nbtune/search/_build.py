@@ -8,6 +8,7 @@ from typing import Any
 
 from nbtune._errors import TuneUsageError
 from nbtune._options import TuneOptions
+from nbtune._text import first_line
 from nbtune.cell._parse import CellSpec
 from nbtune.trial._objective import Objective
 
@@ -41,8 +42,7 @@ def check_picklable(captured: Mapping[str, Any]) -> None:
             cloudpickle.dumps(value)
         except Exception as exc:
             raise TuneUsageError(
-                f"variable '{name}' ({type(value).__name__}) cannot be sent to the workers: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+                f"variable '{name}' ({type(value).__name__}) cannot be sent to the workers: {first_line(exc)}"
             ) from None
 
 

@@ -87,7 +87,9 @@ class Search:
                 for outcome in self.executor.poll(wait):
                     self._finish(outcome, deadline)
                 self.listeners.poll()
-                reason = reason or policy.reason()
+                latest = policy.reason()
+                if reason is None or latest in ABANDON:  # a Cancel or --timeout still ends an early-stopped wait
+                    reason = latest or reason
                 if reason in ABANDON:
                     self.executor.cancel()
                     for outcome in self.executor.poll(0):  # whatever finished meanwhile is kept

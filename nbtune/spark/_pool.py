@@ -146,7 +146,7 @@ class SparkPoolExecutor:
 
 def _explain(exc: BaseException) -> str:
     """One line on why the pool's tasks keep failing, with the fix when it is a known one."""
-    reason = _first_line(exc)
+    reason = _spark_error_line(exc)
     if "No module named 'nbtune'" in reason:
         return (
             f"Spark could not run a pool task: {reason}; install nbtune where the Spark workers' Python can "
@@ -155,7 +155,7 @@ def _explain(exc: BaseException) -> str:
     return f"Spark could not run a pool task: {reason}"
 
 
-def _first_line(exc: BaseException) -> str:
+def _spark_error_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     for line in lines:  # Spark wraps the Python error deep inside a JVM message
         if "Error:" in line and "py4j" not in line.lower():

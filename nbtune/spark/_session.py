@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from nbtune._errors import TuneUsageError
+from nbtune._text import first_line
 
 _LOOPBACK = "127.0.0.1"
 
@@ -56,7 +57,7 @@ def start_local_session() -> Any:
         with _quiet_stderr():
             spark = builder.getOrCreate()
     except Exception as exc:
-        raise SparkUnavailable(f"Spark could not start ({_first_line(exc)}); {_hint(exc)}") from None
+        raise SparkUnavailable(f"Spark could not start ({first_line(exc)}); {_hint(exc)}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -69,11 +70,6 @@ def _hint(exc: BaseException) -> str:
             "and set JAVA_HOME, or use --backend local"
         )
     return "fix the Spark setup named above, or use --backend local"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager

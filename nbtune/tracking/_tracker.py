@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import tempfile
@@ -24,8 +23,10 @@ from typing import Any
 from nbtune._events import Listener, SearchInfo
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
+from nbtune._text import first_line, is_finite_number, shorten
 from nbtune.tracking._links import RunLinks, links_for
 from nbtune.trial._records import TrialRecord
+from nbtune.ui import _plots as plots
 
 # A call to a remote store that makes no progress for this long counts as an outage: tracking stops, the
 # search goes on. (MLflow's HTTP client retries a refused connection for minutes: waiting for its error is
@@ -36,10 +37,6 @@ CELL_HASH_TAG = "nbtune.cell_hash"
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
 _SETTLE, _MAX_DELAY = 0.05, 1.0  # seconds: quiet wanted before the writer works, longest wait for it
 _RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
-_FLAGS = (
-    *("max_evals", "parallelism", "backend", "algo", "metric", "mode", "seed", "timeout", "trial_timeout"),
-    *("max_failures", "early_stop", "space", "log_metrics"),
-)
 
 
 class TrackingWarning(RuntimeWarning):
@@ -96,17 +93,8 @@ def run_name(options: TuneOptions, info: SearchInfo) -> str:
     return f"{options.metric} over {', '.join(info.param_names)}"[:80]
 
 
-def _short(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class MlflowTracker(Listener):
@@ -210,8 +198,7 @@ class MlflowTracker(Listener):
                 self._log_best()
         except Exception as exc:
             if not self._abandoned:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                self._error = f"{type(exc).__name__}: {_short(first, 200)}"
+                self._error = shorten(first_line(exc), 200)
         finally:
             self._busy_since = None
             self._done.set()
@@ -245,9 +232,9 @@ class MlflowTracker(Listener):
         self._store = getattr(getattr(client, "_tracking_client", None), "store", None)
         self._links = links_for(client.tracking_uri, self._options.mlflow_ui_url)
         info, result, opts = self._info, self._result, self._options
-        flags = {k: getattr(opts, k) for k in _FLAGS}
+        flags = opts.logged()
         flags.update(backend=info.backend, parallelism=info.parallelism, log_metrics=",".join(opts.log_metrics))
-        tags = {"nbtune.search_id": self._search_id, "nbtune.flags": _short(json.dumps(flags, default=str), _TAG_MAX)}
+        tags = {"nbtune.search_id": self._search_id, "nbtune.flags": shorten(json.dumps(flags, default=str), _TAG_MAX)}
         if result.parent_run_id:  # --resume: the same parent run gets the new children
             parent = client.get_run(result.parent_run_id)
             self._experiment_id, self._parent_id = parent.info.experiment_id, parent.info.run_id
@@ -262,7 +249,7 @@ class MlflowTracker(Listener):
                     "nbtune.metric": opts.metric,
                     "nbtune.mode": opts.mode,
                     "nbtune.params": json.dumps(info.param_names),
-                    "mlflow.note.content": _short(f"```python\n{info.source.strip()}\n```", _TAG_MAX),
+                    "mlflow.note.content": shorten(f"```python\n{info.source.strip()}\n```", _TAG_MAX),
                 }
             )
             parent = client.create_run(self._experiment_id, run_name=run_name(opts, info), tags=tags)
@@ -318,7 +305,7 @@ class MlflowTracker(Listener):
             self._start_child(record.number, end_ms - int(record.duration * 1000))
         run_id = self._runs[record.number]
         metrics = {"duration": record.duration}
-        if _finite(record.value):
+        if is_finite_number(record.value):
             metrics[self._options.metric] = record.value  # type: ignore[assignment]
         tags = {"nbtune.status": record.status, "nbtune.host": record.host, "nbtune.vals": json.dumps(vals)}
         if record.attempts > 1:
@@ -326,11 +313,11 @@ class MlflowTracker(Listener):
         if record.error:
             tags["nbtune.error"] = record.error
         for name, value in record.log_metrics.items():
-            if _finite(value):
+            if is_finite_number(value):
                 metrics[name] = value
             else:
                 tags[f"log.{name}"] = str(value)
-        params = {k: _short(v, _PARAM_MAX) for k, v in record.params.items()}
+        params = {k: shorten(v, _PARAM_MAX) for k, v in record.params.items()}
         if record.model is not None:
             self._log_model(run_id, record)
             tags["nbtune.model"] = str(record.model_uri)  # so --resume knows the trial has one
@@ -376,15 +363,14 @@ class MlflowTracker(Listener):
         best = result.best_trial
         if best is not None and best.value is not None:
             metrics[f"best_{result.metric}"] = best.value
-            tags.update({f"best.{k}": _short(v, _TAG_MAX) for k, v in best.params.items()})
+            tags.update({f"best.{k}": shorten(v, _TAG_MAX) for k, v in best.params.items()})
             if best.mlflow_run_id:
                 tags["nbtune.best_run_id"] = best.mlflow_run_id
         self._log(self._parent_id, metrics, tags=tags, step=len(result.records))
         self._client.log_text(self._parent_id, result.to_pandas().to_csv(index=False), "trials.csv")
-        with tempfile.TemporaryDirectory() as tmp:
-            png = Path(tmp, "durations.png")
-            duration_histogram(result, png)
-            self._client.log_artifact(self._parent_id, str(png))
+        title = f"{len(result.records)} trials, {result.wall_time:.1f} s wall time"
+        figure = plots.durations(result.records, title, size=(6.0, 3.5))
+        self._client.log_figure(self._parent_id, figure, "durations.png")
         if result.stop_reason in ("interrupted", "cancelled"):
             status = "KILLED"
         elif best is None or result.stop_reason == "error":
@@ -407,8 +393,8 @@ class MlflowTracker(Listener):
         self._client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), ts, step) for k, v in (metrics or {}).items()],
-            params=[Param(k, _short(str(v), _PARAM_MAX)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, _short(str(v), _TAG_MAX)) for k, v in (tags or {}).items()],
+            params=[Param(k, shorten(str(v), _PARAM_MAX)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, shorten(str(v), _TAG_MAX)) for k, v in (tags or {}).items()],
         )
 
     def _update(self, run_id: str, status: str, end_ms: int | None) -> None:
@@ -433,25 +419,3 @@ def _warm_up() -> None:
     FigureCanvasAgg(fig)
     fig.add_subplot().set_title("warm-up")
     fig.savefig(io.BytesIO(), format="png")
-
-
-def duration_histogram(result: TuneResult, path: Path) -> None:
-    """Save a PNG histogram of trial durations, ok and failed trials stacked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # A bare Figure, not pyplot: the notebook's own plotting state stays untouched.
-    fig = Figure(figsize=(6, 3.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    groups = [[r.duration for r in result.records if r.status == s] for s in ("ok", "failed", "cancelled")]
-    labels = [f"{s} ({len(g)})" for s, g in zip(("ok", "failed", "cancelled"), groups, strict=True)]
-    kept = [(g, lab) for g, lab in zip(groups, labels, strict=True) if g]
-    if kept:
-        ax.hist([g for g, _ in kept], bins=20, stacked=True, label=[lab for _, lab in kept])
-        ax.legend()
-    ax.set_xlabel("trial duration (s)")
-    ax.set_ylabel("trials")
-    ax.set_title(f"{len(result.records)} trials, {result.wall_time:.1f} s wall time")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)

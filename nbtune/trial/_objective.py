@@ -18,6 +18,7 @@ from types import CodeType
 from typing import Any
 
 # Spark workers import this module: keep its imports light (no IPython, hyperopt, pandas).
+from nbtune._text import as_number, shorten
 from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._timeouts import TrialTimeout, time_limit
 
@@ -40,16 +41,6 @@ class _Tail(io.StringIO):
     def text(self) -> str:
         value = self.getvalue()
         return value if len(value) <= OUTPUT_LIMIT else "...\n" + value[-OUTPUT_LIMIT:]
-
-
-def as_number(value: Any) -> float | None:
-    """The value as a float if it is a number (numpy and tensor scalars too), else None."""
-    if isinstance(value, (str, bytes, bool)) or value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass(kw_only=True)
@@ -133,7 +124,7 @@ class Objective:
         if value is None:
             outcome.status = "failed"
             outcome.fatal = outcome.error = (
-                f"the metric '{self.metric}' must be a number, got {type(raw).__name__} {_short(raw)}"
+                f"the metric '{self.metric}' must be a number, got {type(raw).__name__} {shorten(repr(raw))}"
             )
             return
         outcome.value = value
@@ -144,12 +135,7 @@ class Objective:
             if name in ns:
                 extra = ns[name]
                 number = as_number(extra)
-                outcome.log_metrics[name] = number if number is not None else _short(extra)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+                outcome.log_metrics[name] = number if number is not None else shorten(repr(extra))
 
 
 def _cell_frames(exc: BaseException) -> list[traceback.FrameSummary]:

@@ -12,9 +12,10 @@ import ipywidgets as w
 
 from nbtune._events import Listener, SearchInfo
 from nbtune._result import TuneResult
+from nbtune._text import clock
 from nbtune.trial._records import TrialRecord
 from nbtune.ui import _plots as plots
-from nbtune.ui._table import RunningTrial, best_html, clock, trials_table
+from nbtune.ui._table import RunningTrial, best_html, trials_table
 from nbtune.ui._uievents import UiEvents
 
 # Bar styles, as tqdm's notebook bar: the colour says how the search ended.
@@ -208,13 +209,13 @@ class Dashboard(Listener):
     def _draw_plots(self, records: list[TrialRecord], result: TuneResult, now: float) -> None:
         started = time.perf_counter()
         ok = [r for r in records if r.status == "ok" and r.value is not None]
-        finished = [r.duration for r in records if r.status != "cancelled"]
+        finished = [r for r in records if r.status != "cancelled"]
         if ok:
             _set_png(self.metric_plot, plots.metric_curve(ok, result.metric, result.mode))
             if 1 <= len(result.param_names) <= 2:
                 _set_png(self.param_plot, plots.param_plot(ok, result.param_names, result.metric))
         if finished:
-            _set_png(self.histogram, plots.duration_histogram(finished))
+            _set_png(self.histogram, plots.png(plots.durations(finished)))
         self._last_plot, self._plotted = now, len(records)
         # Slow plots (a busy machine) redraw less often, so the display never costs much of a search.
         self._plot_every = max(self._plot_interval, 10 * (time.perf_counter() - started))

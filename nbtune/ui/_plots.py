@@ -3,40 +3,58 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from nbtune._text import is_finite_number
 from nbtune.trial._records import TrialRecord
 
 SIZE = (4.0, 2.6)  # inches; at DPI this is a 320 x 208 px image
 DPI = 80
-_OK, _BEST, _BAR = "#1f77b4", "#2e7d32", "#7e57c2"
+_OK, _BEST = "#1f77b4", "#2e7d32"
+_STATUSES = {"ok": "#7e57c2", "failed": "#c62828", "cancelled": "#9e9e9e"}
 
 
 def _render(draw: Callable[[Any], None], size: tuple[float, float] = SIZE) -> bytes:
+    return png(_figure(draw, size))
+
+
+def _figure(draw: Callable[[Any], None], size: tuple[float, float] = SIZE) -> Any:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     draw(fig)
+    return fig
+
+
+def png(fig: Any, dpi: float | None = None) -> bytes:
+    """A figure as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
-def duration_histogram(durations: Sequence[float]) -> bytes:
-    """How long trials took: most are fast, a few take long."""
+def durations(records: Sequence[TrialRecord], title: str = "trial durations", size: tuple[float, float] = SIZE) -> Any:
+    """How long trials took, ok, failed and cancelled stacked: the dashboard's plot and the MLflow artifact."""
 
     def draw(fig: Any) -> None:
         ax = fig.add_subplot()
-        bins = max(5, min(30, len(durations) // 3))
-        ax.hist(durations, bins=bins, color=_BAR)
-        ax.set_title("trial durations", fontsize=9)
+        groups = [(s, [r.duration for r in records if r.status == s]) for s in _STATUSES]
+        kept = [(s, g) for s, g in groups if g]
+        if kept:
+            bins = max(5, min(30, len(records) // 3))
+            colors = [_STATUSES[s] for s, _ in kept]
+            ax.hist(
+                [g for _, g in kept], bins=bins, stacked=True, color=colors, label=[f"{s} ({len(g)})" for s, g in kept]
+            )
+            if len(kept) > 1:
+                ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("seconds", fontsize=8)
         ax.set_ylabel("trials", fontsize=8)
         ax.tick_params(labelsize=7)
 
-    return _render(draw)
+    return _figure(draw, size)
 
 
 def metric_curve(records: Sequence[TrialRecord], metric: str, mode: str) -> bytes:
@@ -71,7 +89,7 @@ def param_plot(records: Sequence[TrialRecord], names: Sequence[str], metric: str
         for ax, name in zip(axes, names, strict=True):
             values = [r.params.get(name) for r in ok]
             ys = [float(r.value or 0.0) for r in ok]
-            if all(_is_number(v) for v in values):
+            if all(is_finite_number(v) for v in values):
                 ax.scatter(values, ys, s=10, color=_OK)
                 if _spans_decades(values):
                     ax.set_xscale("log")
@@ -86,10 +104,6 @@ def param_plot(records: Sequence[TrialRecord], names: Sequence[str], metric: str
         fig.suptitle(f"{metric} by parameter", fontsize=9)
 
     return _render(draw, (SIZE[0] * (1 + 0.5 * (len(names) - 1)), SIZE[1]))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _spans_decades(values: Sequence[Any]) -> bool:

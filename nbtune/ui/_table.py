@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nbtune._text import fmt
 from nbtune.trial._records import TrialRecord
 
 ROWS = 25  # a table, not a log: the rest is in `_tune.to_pandas()`
@@ -26,22 +27,6 @@ class RunningTrial:
     number: int
     params: dict[str, Any]
     started: float
-
-
-def fmt(value: Any) -> str:
-    """A short text for a table cell: 4 significant digits for floats."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def clock(seconds: float) -> str:
-    """12:34 or 1:02:03."""
-    s = max(0, int(seconds))
-    h, m, s = s // 3600, s % 3600 // 60, s % 60
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def status_badge(status: str) -> str:
