@@ -10,8 +10,8 @@ from nbtune._options import TuneOptions
 from nbtune.lab._comm import LabListener
 from nbtune.lab._comm import active as lab_active
 from nbtune.tracking._tracker import MlflowTracker
+from nbtune.ui._kernel import in_widget_frontend
 from nbtune.ui._progress import TextProgress
-from nbtune.ui._uievents import in_widget_frontend
 
 
 def listeners_for(options: TuneOptions, show: Callable[[Any], Any] | None = None) -> list[Listener]:

@@ -13,7 +13,7 @@ from nbtune._result import TuneResult
 from nbtune.cell._parse import CellSpec
 from nbtune.cell._space import search_space
 from nbtune.search._build import build_objective
-from nbtune.tracking._resume import tracking_setup
+from nbtune.tracking._setup import tracking_setup
 
 
 def run_search(

@@ -19,7 +19,7 @@ from nbtune.cell._flags import parse_flags
 from nbtune.cell._parse import CellSpec, parse_cell
 from nbtune.cell._space import search_space
 from nbtune.lab._comm import register as register_lab_comm
-from nbtune.tracking._links import mlflow_ui_magic
+from nbtune.tracking._ui_server import mlflow_ui_magic
 
 if TYPE_CHECKING:
     from nbtune.ui._form import TuneForm

@@ -108,7 +108,7 @@ def alive_workers(ui_port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as resp:
             return int(json.load(resp).get("aliveworkers", 0))
-    except OSError:  # the master's web UI starts a moment after its RPC port
+    except (OSError, ValueError):  # the master's web UI starts after its RPC port, at first with an empty page
         return 0
 
 

@@ -20,8 +20,9 @@ from spark_fixtures import local_spark  # noqa: F401 - fixture
 
 import nbtune
 from nbtune.tracking import _tracker
-from nbtune.tracking._links import RunLinks, free_port, links_for, stop_uis, wait_for_http
+from nbtune.tracking._links import RunLinks, links_for
 from nbtune.tracking._tracker import TrackingWarning
+from nbtune.tracking._ui_server import free_port, stop_uis, wait_for_http
 
 ONE = "x = 1.0  # tune: uniform(0, 1)\nloss = x\n"
 CELL = """# quadratic with a broken corner

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 from nbtune._errors import TuneUsageError
@@ -13,37 +12,14 @@ from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
 from nbtune.tracking import _tracker
-from nbtune.tracking._links import RunLinks, links_for, on_databricks
-from nbtune.tracking._tracker import CELL_HASH_TAG, cell_hash, default_experiment
+from nbtune.tracking._links import RunLinks, links_for
+from nbtune.tracking._tracker import CELL_HASH_TAG, cell_hash
 from nbtune.trial._records import TrialRecord
 
 _FINISHED = ("ok", "failed")  # trials a resumed search keeps (cancelled ones are run again)
 
 
-def tracking_setup(
-    options: TuneOptions, namespace: Mapping[str, Any], source: str, space: SearchSpace
-) -> tuple[TuneOptions, TuneResult | None]:
-    """Fill in the default experiment and, with --resume, load the earlier search to continue."""
-    if not options.mlflow:
-        if options.resume is not None:
-            raise TuneUsageError("--resume reads the earlier search from MLflow; drop --no-mlflow")
-        return options, None
-    if options.experiment is None and not on_databricks():  # Databricks: the notebook's own experiment
-        options = options.replace(experiment=default_experiment(namespace))
-    if options.resume is None:
-        return options, None
-    if options.backend == "sparktrials":  # SparkTrials keeps its own Trials object: nothing to pre-fill
-        raise TuneUsageError("--resume works with --backend auto, local or spark, not sparktrials")
-    result = _load_bounded(options, source, space)
-    if not options.quiet:
-        if result is None:
-            print(f"nbtune: no earlier search of this cell in experiment '{options.experiment}'; starting one")
-        else:
-            print(f"nbtune: resuming run {result.parent_run_id} with {len(result.records)} earlier trials")
-    return options, result
-
-
-def _load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> TuneResult | None:
+def load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> TuneResult | None:
     """load_search, where a store that fails is a one-line error and a silent server does not hang the cell."""
     import mlflow
 

@@ -21,30 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from nbtune.ui._kernel import current_kernel
+
 _log = logging.getLogger(__name__)
 _deferred: set[asyncio.Future[Any]] = set()  # shell messages handed back to the kernel, until they ran
-
-
-def current_kernel() -> Any | None:
-    """The ipykernel kernel this code runs in, or None (terminal IPython, scripts, tests)."""
-    if "ipykernel" not in sys.modules:
-        return None
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return None
-    shell = get_ipython()
-    return getattr(shell, "kernel", None)
-
-
-def in_widget_frontend() -> bool:
-    """True inside a Jupyter kernel, where ipywidgets can be shown (JupyterLab, VS Code, Databricks)."""
-    return current_kernel() is not None
 
 
 class UiEvents:
