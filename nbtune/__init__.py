@@ -13,16 +13,19 @@ if TYPE_CHECKING:
     from nbtune._events import Listener, SearchInfo
     from nbtune._result import TuneResult
     from nbtune.trial._records import TrialRecord
+    from nbtune.trial._report import TrialPruned, report
 
 __version__ = "0.1.0"
 __all__ = [
     "Listener",
     "SearchInfo",
+    "TrialPruned",
     "TrialRecord",
     "TuneResult",
     "TuneUsageError",
     "UsageError",
     "load_ipython_extension",
+    "report",
     "templates",
     "tune",
 ]
@@ -35,6 +38,8 @@ _LAZY = {
     "Listener": ("nbtune._events", "Listener"),  # the hooks of `tune(listeners=...)`
     "SearchInfo": ("nbtune._events", "SearchInfo"),
     "TrialRecord": ("nbtune.trial._records", "TrialRecord"),
+    "report": ("nbtune.trial._report", "report"),  # light: a trial imports it on the worker
+    "TrialPruned": ("nbtune.trial._report", "TrialPruned"),
     "TuneUsageError": ("nbtune._errors", "TuneUsageError"),
     "UsageError": ("IPython.core.error", "UsageError"),
     "templates": ("nbtune.templates", None),

@@ -35,12 +35,15 @@ def make_search(
 ) -> Runnable:
     """A search on the chosen backend (auto: the active Spark session, else a local one, else here)."""
     from nbtune.search._loop import Search  # hyperopt (2 s to import) loads with the first search, not %load_ext
+    from nbtune.search._reports import ReportHub
+
+    hub = ReportHub(options)  # trials' reports and prune decisions, shared by the executor and the loop
 
     backend = options.backend
     if backend == "local":
         if options.parallelism not in (None, 1):
             raise TuneUsageError("--backend local runs one trial at a time; drop --parallelism or use --backend spark")
-        return Search(objective, space, options, LocalExecutor(objective), listeners, info, result)
+        return Search(objective, space, options, LocalExecutor(objective, hub.report), listeners, info, result, hub)
     from nbtune.spark._session import SparkUnavailable, active_session, start_local_session
 
     spark = active_session(namespace)
@@ -51,7 +54,7 @@ def make_search(
             if backend != "auto":
                 raise
             warnings.warn(f"nbtune: {exc}; running trials in this process instead", RuntimeWarning, stacklevel=2)
-            return Search(objective, space, options, LocalExecutor(objective), listeners, info, result)
+            return Search(objective, space, options, LocalExecutor(objective, hub.report), listeners, info, result, hub)
     packed = pack_for_workers(objective)
     if backend == "sparktrials":
         from nbtune.spark._sparktrials import SparkTrialsSearch
@@ -59,8 +62,8 @@ def make_search(
         return SparkTrialsSearch(spark, objective, space, options, listeners, info, result)
     from nbtune.spark._pool import SparkPoolExecutor
 
-    executor = SparkPoolExecutor(spark, packed, options.parallelism)
-    return Search(objective, space, options, executor, listeners, info, result)
+    executor = SparkPoolExecutor(spark, packed, options.parallelism, hub.report)
+    return Search(objective, space, options, executor, listeners, info, result, hub)
 
 
 def pack_for_workers(objective: Objective) -> Packed:

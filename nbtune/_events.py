@@ -44,8 +44,11 @@ class Listener:
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         """A trial was handed to a worker."""
 
+    def trial_reported(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        """A running trial reported intermediate results (`nbtune.report`, or a Keras epoch)."""
+
     def trial_finished(self, record: TrialRecord) -> None:
-        """A trial finished (ok, failed or cancelled)."""
+        """A trial finished (ok, failed, cancelled or pruned)."""
 
     def search_finished(self, result: TuneResult) -> None:
         """The search ended; `result` is final."""
@@ -82,6 +85,10 @@ class Listeners(Listener):
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         """Fan out."""
         self._each("trial_started", number, params)
+
+    def trial_reported(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        """Fan out."""
+        self._each("trial_reported", number, step, metrics)
 
     def trial_finished(self, record: TrialRecord) -> None:
         """Fan out."""

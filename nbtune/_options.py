@@ -11,9 +11,11 @@ from nbtune._errors import TuneUsageError
 Backend = Literal["auto", "local", "spark", "sparktrials"]
 Algo = Literal["tpe", "random", "anneal"]
 Mode = Literal["min", "max"]
+Prune = Literal["none", "median", "asha", "hyperband"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 ALGOS: tuple[Algo, ...] = get_args(Algo)
 MODES: tuple[Mode, ...] = get_args(Mode)
+PRUNERS: tuple[Prune, ...] = get_args(Prune)
 
 
 def _option(default: Any, help: str, *, flag: bool = True, config: bool = True, logged: bool = False) -> Any:
@@ -36,6 +38,11 @@ class TuneOptions:
     trial_timeout: float | None = _option(None, "Seconds for one trial", logged=True)
     max_failures: int | None = _option(None, "Stop after this many failed trials", logged=True)
     early_stop: int | None = _option(None, "Stop after N trials without improvement", logged=True)
+    prune: Prune = _option("none", "Stop hopeless trials early from their reports", logged=True)
+    min_steps: int = _option(1, "Steps (epochs) a trial runs before it can be pruned", logged=True)
+    reduction_factor: float = _option(3.0, "ASHA/Hyperband: keep the best 1/ETA at each rung", logged=True)
+    max_steps: int | None = _option(None, "Steps of a full trial (default: from the reports)", logged=True)
+    autoreport: bool = _option(True, "Keras' model.fit reports each epoch on its own")
     space: str | None = _option(None, "A notebook dict of hyperopt expressions to search", config=False, logged=True)
     log_metrics: tuple[str, ...] = _option((), "More variables to record per trial", config=False, logged=True)
     experiment: str | None = _option(None, "MLflow experiment")
@@ -85,6 +92,17 @@ class TuneOptions:
         _one_of("--backend", self.backend, BACKENDS)
         _one_of("--algo", self.algo, ALGOS)
         _one_of("--mode", self.mode, MODES)
+        _one_of("--prune", self.prune, PRUNERS)
+        _positive_int("--min-steps", self.min_steps)
+        _positive_int("--max-steps", self.max_steps, optional=True)
+        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, (int, float)):
+            raise TuneUsageError(f"--reduction-factor must be a number above 1, got {self.reduction_factor!r}")
+        if not self.reduction_factor > 1:
+            raise TuneUsageError(f"--reduction-factor must be a number above 1, got {self.reduction_factor!r}")
+        if self.max_steps is not None and self.max_steps < self.min_steps:
+            raise TuneUsageError(f"--max-steps {self.max_steps} is below --min-steps {self.min_steps}")
+        if self.prune != "none" and self.backend == "sparktrials":
+            raise TuneUsageError("--prune needs reports from running trials, which SparkTrials cannot send")
         for flag, name in (("--metric", self.metric), ("--out", self.out), ("--space", self.space)):
             if name is not None and not (isinstance(name, str) and name.isidentifier() and not iskeyword(name)):
                 raise TuneUsageError(f"{flag} must be a variable name, got {name!r}")

@@ -66,13 +66,13 @@ class TuneResult:
 
     def counts(self) -> dict[str, int]:
         """Number of finished trials by status."""
-        out = {"ok": 0, "failed": 0, "cancelled": 0}
+        out = {"ok": 0, "pruned": 0, "failed": 0, "cancelled": 0}
         for r in self.records:
             out[r.status] += 1
         return out
 
     def to_pandas(self) -> pd.DataFrame:
-        """One row a trial: trial, status, metric, duration, parameters, logged metrics, error, mlflow_url."""
+        """One row a trial: number, status, metric, duration, step reached, parameters, logged metrics, error, link."""
         import pandas as pd
 
         columns = [
@@ -80,6 +80,7 @@ class TuneResult:
             "status",
             self.metric,
             "duration",
+            "step",
             *self.param_names,
             *self.log_metrics,
             "error",
@@ -91,6 +92,7 @@ class TuneResult:
                 "status": r.status,
                 self.metric: r.value,
                 "duration": r.duration,
+                "step": r.step,
                 **{p: r.params.get(p) for p in self.param_names},
                 **{m: r.log_metrics.get(m) for m in self.log_metrics},
                 "error": r.error,
@@ -100,10 +102,23 @@ class TuneResult:
         ]
         return pd.DataFrame(rows, columns=columns)
 
+    def curves(self) -> pd.DataFrame:
+        """One row per report of every trial: trial, step, metric, value (for plots and analysis)."""
+        import pandas as pd
+
+        rows = [
+            {"trial": r.number, "step": step, "metric": name, "value": value}
+            for r in sorted(self.records, key=lambda r: r.number)
+            for step, metrics in r.curve
+            for name, value in metrics.items()
+        ]
+        return pd.DataFrame(rows, columns=["trial", "step", "metric", "value"])
+
     def summary(self) -> str:
         """One line: best value and parameters, trial counts, time."""
         c = self.counts()
         parts = [f"{len(self.records)} trials ({c['ok']} ok"]
+        parts[0] += f", {c['pruned']} pruned" if c["pruned"] else ""
         parts[0] += f", {c['failed']} failed" if c["failed"] else ""
         parts[0] += f", {c['cancelled']} cancelled" if c["cancelled"] else ""
         parts[0] += ")"

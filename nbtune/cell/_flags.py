@@ -26,11 +26,11 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def _seconds(text: str) -> float:
+def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def _build() -> _Parser:
@@ -52,7 +52,7 @@ def _build() -> _Parser:
         elif f.name == "resume":  # --resume alone: this cell's last search; --resume RUN_ID: that one
             p.add_argument(flag, nargs="?", const="")
         else:
-            number = {int: _int, float: _seconds}.get(next((t for t in get_args(kind) if t is not type(None)), kind))
+            number = {int: _int, float: _number}.get(next((t for t in get_args(kind) if t is not type(None)), kind))
             p.add_argument(flag, type=number or str)
     return p
 

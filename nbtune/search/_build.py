@@ -67,4 +67,5 @@ def build_objective(
         log_metrics=options.log_metrics,
         line_offset=spec.line_offset,
         log_model=options.log_model,
+        autoreport=options.autoreport,
     )

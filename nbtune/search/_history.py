@@ -24,6 +24,7 @@ _STATES: dict[Status, int] = {
     "ok": base.JOB_STATE_DONE,
     "failed": base.JOB_STATE_ERROR,
     "cancelled": base.JOB_STATE_CANCEL,
+    "pruned": base.JOB_STATE_DONE,
 }
 _FINISHED = (base.JOB_STATE_DONE, base.JOB_STATE_ERROR, base.JOB_STATE_CANCEL)
 
@@ -39,10 +40,16 @@ def plain_vals(vals: Mapping[str, Any]) -> dict[str, list[Any]]:
 
 
 def result_doc(record: TrialRecord, metric: str, mode: Mode | str) -> dict[str, Any]:
-    """The `result` of a finished trial's document: what the algorithm learns from it."""
-    if record.status == "ok" and record.value is not None:
+    """The `result` of a finished trial's document: what the algorithm learns from it.
+
+    A pruned trial counts as done with the best value it reported, as Ray Tune's HyperOptSearch tells
+    hyperopt of early-stopped trials: TPE then learns its region is poor (partial training only
+    flatters a trial by little), instead of never hearing of it and sampling there again.
+    """
+    if record.status in ("ok", "pruned") and record.value is not None:
         return {
             "status": base.STATUS_OK,
+            **({"pruned_at": record.step} if record.status == "pruned" else {}),
             "loss": loss_of(record.value, mode),
             metric: record.value,
             "duration": record.duration,

@@ -7,7 +7,8 @@ import time
 from collections import deque
 
 from nbtune.trial._objective import Objective
-from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._records import ReportFn, TrialOutcome, TrialRequest
+from nbtune.trial._report import Reporter
 from nbtune.trial._timeouts import TrialCancelled, raise_in_thread
 
 
@@ -17,8 +18,8 @@ class LocalExecutor:
     name = "local"
     slots = 1
 
-    def __init__(self, objective: Objective) -> None:
-        self._objective = objective
+    def __init__(self, objective: Objective, report: ReportFn | None = None) -> None:
+        self._objective, self._report = objective, report
         self._queue: deque[TrialRequest] = deque()
         self._lock = threading.Lock()
         self._trial_thread: int | None = None  # the thread running a trial right now
@@ -36,13 +37,17 @@ class LocalExecutor:
         try:
             with self._lock:
                 self._trial_thread = threading.get_ident()
-            outcome = self._objective.run(request)
+            outcome = self._objective.run(request, self._reporter(request.tid))
             with self._lock:  # cancel() only interrupts in between, so TrialCancelled lands in this block
                 self._trial_thread = None
         except TrialCancelled:
             self._trial_thread = None
             return [TrialOutcome(tid=request.tid, status="cancelled", error="stopped: cancelled")]
         return [outcome]
+
+    def _reporter(self, tid: int) -> Reporter | None:
+        report = self._report
+        return None if report is None else lambda step, metrics: report(tid, step, metrics)
 
     def cancel(self) -> None:
         """Drop queued trials and stop the running one (when called from another thread, e.g. a Cancel click)."""

@@ -13,6 +13,7 @@ from nbtune.cell._space import SearchSpace
 from nbtune.search._executor import Executor, ExecutorError
 from nbtune.search._history import History
 from nbtune.search._policy import ABANDON, StopPolicy, StopReason
+from nbtune.search._reports import ReportHub
 from nbtune.trial._objective import Objective
 from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
 
@@ -51,6 +52,7 @@ class Search:
         listeners: list[Listener] | None = None,
         info: SearchInfo | None = None,
         result: TuneResult | None = None,
+        reports: ReportHub | None = None,
     ) -> None:
         self.objective = objective
         self.space = space
@@ -63,6 +65,9 @@ class Search:
         self.result.max_evals = options.max_evals
         self._running: dict[int, _Running] = {}
         self._history = History(self.result.trials, space, options.algo, options.seed)
+        # The executor's trials report here (ReportHub.report); a local trial reports on this very thread.
+        self.reports = reports or ReportHub(options)
+        self.reports.on_own_thread = self._live
 
     def run(self) -> TuneResult:
         """Run to completion or until a stop condition; return the result, never losing a finished trial."""
@@ -86,6 +91,7 @@ class Search:
                 wait = _POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic()))
                 for outcome in self.executor.poll(wait):
                     self._finish(outcome, deadline)
+                self._tell_reports()
                 self.listeners.poll()
                 latest = policy.reason()
                 if reason is None or latest in ABANDON:  # a Cancel or --timeout still ends an early-stopped wait
@@ -106,9 +112,11 @@ class Search:
             self._cancel_running(f"stopped: {exc}")
         finally:
             self.info.cancel_hooks.remove(self.executor.cancel)
+            self.reports.on_own_thread = None
             self.executor.close()
             result.wall_time += time.monotonic() - start
             result.stop_reason = reason if reason not in (None, "exhausted") else "completed"
+        self.reports.warn_if_unused()
         self.listeners.search_finished(result)
         policy.raise_if_failed()
         return result
@@ -129,7 +137,20 @@ class Search:
         limits = [t for t in (self.options.trial_timeout, deadline and deadline - time.monotonic()) if t]
         return max(0.01, min(limits)) if limits else None
 
+    def _live(self) -> None:
+        """While a local trial runs on this thread: its reports reach the listeners at once."""
+        self._tell_reports()
+        self.listeners.poll()
+
+    def _tell_reports(self) -> None:
+        """Tell the listeners about the reports that arrived (a dashboard's live learning curves)."""
+        for tid, step, metrics in self.reports.drain():
+            running = self._running.get(tid)
+            if running is not None:
+                self.listeners.trial_reported(running.number, step, metrics)
+
     def _finish(self, outcome: TrialOutcome, deadline: float | None) -> None:
+        self._tell_reports()  # its last reports before its end
         running = self._running.pop(outcome.tid, None)
         if running is None:
             return  # a late duplicate (e.g. a retried trial's first attempt): already recorded
@@ -150,11 +171,15 @@ class Search:
         self._policy.saw(outcome)
         self._store(self._record(outcome, running))
 
-    @staticmethod
-    def _record(outcome: TrialOutcome, running: _Running) -> TrialRecord:
-        return TrialRecord.from_outcome(
+    def _record(self, outcome: TrialOutcome, running: _Running) -> TrialRecord:
+        record = TrialRecord.from_outcome(
             outcome, number=running.number, params=running.params, vals=running.vals, attempts=running.attempts
         )
+        # The driver's copy of the curve: a lost worker's partial curve is kept.
+        record.curve = self.reports.finish(outcome.tid, completed=outcome.status == "ok")
+        if record.curve:
+            record.step = max(record.step, record.curve[-1][0])
+        return record
 
     def _store(self, record: TrialRecord) -> None:
         """Teach the algorithm a finished trial, keep it in the result and tell the listeners."""

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from typing import Any
 
 from nbtune.trial._payload import Packed, send
-from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._records import ReportFn, TrialOutcome, TrialRequest
 
 log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 30.0  # seconds a connecting peer has to authenticate
@@ -50,9 +50,9 @@ class WorkerFailed(Exception):
 class Coordinator:
     """Listen for workers while a search runs; queue trials to them; collect outcomes."""
 
-    def __init__(self, host: str, objective: Packed) -> None:
+    def __init__(self, host: str, objective: Packed, report: ReportFn | None = None) -> None:
         self.secret = secrets.token_bytes(32)
-        self._objective = objective
+        self._objective, self._report = objective, report
         # A plain socket rather than multiprocessing's Listener: close() must be able to wake
         # accept() (shutdown does, close alone does not), and auth runs per connection thread.
         self._server = socket.create_server((host, 0))
@@ -123,7 +123,7 @@ class Coordinator:
             self.running[conn] = Running(request, time.monotonic(), info)
             try:
                 conn.send(("trial", request))
-                outcome: TrialOutcome = conn.recv()
+                outcome = self._answer_reports(conn, request.tid)
             except (EOFError, OSError, TypeError) as exc:  # TypeError: closed under us by close()
                 self.running.pop(conn, None)
                 if not self._closed.is_set():
@@ -133,6 +133,15 @@ class Coordinator:
                 return
             self.running.pop(conn, None)
             self.outcomes.put(outcome)
+
+    def _answer_reports(self, conn: Connection, tid: int) -> TrialOutcome:
+        """Answer the trial's `nbtune.report` messages (prune it or not) until its outcome arrives."""
+        while True:
+            message = conn.recv()
+            if isinstance(message, TrialOutcome):
+                return message
+            _, step, metrics = message  # ("report", step, {name: value})
+            conn.send(bool(self._report and self._report(tid, int(step), dict(metrics))))
 
     def close(self) -> None:
         """Stop listening and drop every connection; workers then exit on their own."""

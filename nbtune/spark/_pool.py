@@ -14,7 +14,7 @@ from nbtune.spark._channel import Coordinator
 from nbtune.spark._session import cancel_tag, coordinator_host, default_parallelism, job_tags
 from nbtune.spark._worker import task_function, task_schema
 from nbtune.trial._payload import Packed
-from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._records import ReportFn, TrialOutcome, TrialRequest
 
 _SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any trial
 # Seconds past a trial's time limit before its worker is taken to be stuck in native code, which
@@ -31,12 +31,14 @@ class SparkPoolExecutor:
 
     name = "spark"
 
-    def __init__(self, spark: Any, objective: Packed, parallelism: int | None = None) -> None:
+    def __init__(
+        self, spark: Any, objective: Packed, parallelism: int | None = None, report: ReportFn | None = None
+    ) -> None:
         self._spark = spark
         cores = default_parallelism(spark)
         self.slots = parallelism or cores
         self._threads_per_worker = max(1, cores // self.slots)
-        self._coordinator = Coordinator(coordinator_host(spark), objective)
+        self._coordinator = Coordinator(coordinator_host(spark), objective, report)
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
         self.launches = 0

@@ -13,6 +13,7 @@ from nbtune.trial._native_output import native_output
 from nbtune.trial._objective import OUTPUT_LIMIT
 from nbtune.trial._payload import receive
 from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._report import Reporter
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -50,10 +51,13 @@ def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> t
             return 0, ""
         conn.send(("ready",))
         while True:
-            kind, request = conn.recv()
+            message = conn.recv()
+            if isinstance(message, bool):
+                continue  # the answer to a report that a trial timeout interrupted
+            kind, request = message
             if kind != "trial":
                 break
-            conn.send(run_trial(objective, request))
+            conn.send(run_trial(objective, request, _reporter(conn)))
             ran += 1
     except (EOFError, OSError):
         pass  # the coordinator hung up: the search is over or was cancelled
@@ -63,10 +67,20 @@ def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> t
     return ran, ""
 
 
-def run_trial(objective: Any, request: TrialRequest) -> TrialOutcome:
+def _reporter(conn: Connection) -> Reporter:
+    """Send a trial's report to the coordinator and wait for its answer: prune or go on."""
+
+    def send(step: int, metrics: dict[str, float]) -> bool:
+        conn.send(("report", step, metrics))
+        return bool(conn.recv())
+
+    return send
+
+
+def run_trial(objective: Any, request: TrialRequest, reporter: Reporter | None = None) -> TrialOutcome:
     """One trial, with what native code printed added to the Python output it captured itself."""
     with native_output(OUTPUT_LIMIT) as native:
-        outcome: TrialOutcome = objective.run(request)
+        outcome: TrialOutcome = objective.run(request, reporter)
     if native.text:
         outcome.output = (outcome.output + native.text)[-OUTPUT_LIMIT:]
     return outcome

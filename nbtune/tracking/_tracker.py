@@ -36,7 +36,7 @@ STALL_SECONDS = 30.0
 CELL_HASH_TAG = "nbtune.cell_hash"
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
 _SETTLE, _MAX_DELAY = 0.05, 1.0  # seconds: quiet wanted before the writer works, longest wait for it
-_RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+_RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "KILLED"}
 
 
 class TrackingWarning(RuntimeWarning):

@@ -19,7 +19,9 @@ from typing import Any
 
 # Spark workers import this module: keep its imports light (no IPython, hyperopt, pandas).
 from nbtune._text import as_number, shorten
+from nbtune.trial._keras import watch as watch_keras
 from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._report import Reporter, TrialPruned, TrialReports, reporting
 from nbtune.trial._timeouts import TrialTimeout, time_limit
 
 CELL_FILENAME = "<tune-cell>"
@@ -56,6 +58,7 @@ class Objective:
     log_metrics: tuple[str, ...] = ()
     line_offset: int = 0
     log_model: bool = False
+    autoreport: bool = True  # Keras' model.fit reports each epoch (see trial/_keras)
     _code: CodeType | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -74,17 +77,30 @@ class Objective:
             linecache.cache[CELL_FILENAME] = (len(self.source), None, lines, CELL_FILENAME)
         return self._code
 
-    def run(self, request: TrialRequest) -> TrialOutcome:
-        """Run one trial here, capturing its output; a raising trial is a failed outcome."""
+    def run(self, request: TrialRequest, reporter: Reporter | None = None) -> TrialOutcome:
+        """Run one trial here, capturing its output; a raising trial is a failed outcome.
+
+        `reporter` takes the trial's `nbtune.report` calls to the driver and answers whether to prune it.
+        """
         ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         ns.update(self.captured)
         ns.update(request.params)
         buf = _Tail()
         start = time.perf_counter()
         outcome = TrialOutcome(tid=request.tid, status="ok", host=socket.gethostname())
+        reports = TrialReports(send=reporter, metric=self.metric, mode=self.mode, autoreport=self.autoreport)
+        if self.autoreport:
+            watch_keras()
         try:
-            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), time_limit(request.timeout):
+            with (
+                contextlib.redirect_stdout(buf),
+                contextlib.redirect_stderr(buf),
+                time_limit(request.timeout),
+                reporting(reports),
+            ):
                 exec(self.code, ns)
+        except TrialPruned:
+            pass  # nbtune.report ended the cell: what it reported is the result
         except Exception as exc:
             outcome.timed_out = isinstance(exc, TrialTimeout)
             outcome.status = "failed"
@@ -92,6 +108,11 @@ class Objective:
             outcome.traceback = _cell_traceback(exc)
         outcome.duration = time.perf_counter() - start
         outcome.output = buf.text()
+        outcome.step = reports.step
+        if reports.pruned:  # even if the cell failed after Keras stopped: the pruning is why it ended
+            outcome.status, outcome.value = "pruned", reports.best
+            outcome.error = outcome.traceback = None
+            return outcome
         if outcome.status == "ok":
             self._read_metrics(ns, outcome)
         if outcome.status == "ok" and self.log_model:

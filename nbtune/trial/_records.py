@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["ok", "failed", "cancelled"]
+Status = Literal["ok", "failed", "cancelled", "pruned"]
+Curve = list[tuple[int, dict[str, float]]]  # (step, metrics) of each `nbtune.report`
+ReportFn = Callable[[int, int, dict[str, float]], bool]  # (tid, step, metrics) -> prune it?
 
 
 @dataclass(kw_only=True)
@@ -24,7 +27,8 @@ class TrialOutcome:
 
     tid: int
     status: Status
-    value: float | None = None  # the metric, in its own sign
+    value: float | None = None  # the metric, in its own sign (pruned: the best value it reported)
+    step: int = 0  # the last step the trial reported
     log_metrics: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0
     error: str | None = None  # one line, e.g. "line 7: ZeroDivisionError: division by zero"
@@ -60,6 +64,8 @@ class TrialRecord:
     model: bytes | None = field(default=None, repr=False)  # --log-model: dropped once logged to MLflow
     model_error: str | None = None
     model_uri: str | None = None  # --log-model: "runs:/<run id>/model", once logged
+    step: int = 0  # the last step the trial reported
+    curve: Curve = field(default_factory=list, repr=False)  # its reports, as the driver received them
 
     @classmethod
     def from_outcome(
@@ -82,4 +88,5 @@ class TrialRecord:
             attempts=attempts,
             model=o.model,
             model_error=o.model_error,
+            step=o.step,
         )

@@ -12,7 +12,7 @@ from nbtune.trial._records import TrialRecord
 SIZE = (4.0, 2.6)  # inches; at DPI this is a 320 x 208 px image
 DPI = 80
 _OK, _BEST = "#1f77b4", "#2e7d32"
-_STATUSES = {"ok": "#7e57c2", "failed": "#c62828", "cancelled": "#9e9e9e"}
+_STATUSES = {"ok": "#7e57c2", "pruned": "#b39ddb", "failed": "#c62828", "cancelled": "#9e9e9e"}
 
 
 def _render(draw: Callable[[Any], None], size: tuple[float, float] = SIZE) -> bytes:

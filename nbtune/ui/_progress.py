@@ -52,6 +52,8 @@ class TextProgress(Listener):
         width = 20
         filled = int(width * done / self._total) if self._total else width
         parts = [f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self._total}", f"ok {c['ok']}"]
+        if c["pruned"]:
+            parts.append(f"pruned {c['pruned']}")
         if c["failed"]:
             parts.append(f"failed {c['failed']}")
         if c["cancelled"]:

@@ -17,7 +17,13 @@ _STYLE = (
     "border-bottom:1px solid #ddd}.nbtune-trials pre{white-space:pre-wrap;max-height:20em;overflow:auto;"
     "font-size:11px;margin:2px 0}.nbtune-row-best{background:rgba(46,125,50,.08)}</style>"
 )
-_STATUS_COLORS = {"ok": "#2e7d32", "failed": "#c62828", "cancelled": "#ef6c00", "running": "#1565c0"}
+_STATUS_COLORS = {
+    "ok": "#2e7d32",
+    "failed": "#c62828",
+    "cancelled": "#ef6c00",
+    "pruned": "#6d4c41",
+    "running": "#1565c0",
+}
 
 
 @dataclass

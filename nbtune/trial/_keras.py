@@ -1,0 +1,82 @@
+"""Keras reports on its own: while a trial runs, every `model.fit` reports each epoch's logs.
+
+`Model.fit` is wrapped once per process, when Keras is (or gets) imported; outside a trial, or with
+`--no-autoreport`, the wrapper only calls the original. A prune decision sets `model.stop_training`,
+so the fit ends after that epoch and callbacks such as EarlyStopping still run their `on_train_end`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import sys
+import threading
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from nbtune.trial._report import current
+
+_lock = threading.Lock()
+_patched = False
+
+
+def watch() -> None:
+    """Wrap Keras' `Model.fit` now if Keras is loaded, else as soon as it is imported."""
+    if _patched:
+        return
+    with _lock:
+        if _patched:
+            return
+        if "keras" in sys.modules and hasattr(sys.modules["keras"], "Model"):
+            _patch(sys.modules["keras"])
+        elif not any(isinstance(f, _KerasFinder) for f in sys.meta_path):
+            sys.meta_path.insert(0, _KerasFinder())
+
+
+class _KerasFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: lets the real finder load `keras`, then wraps `fit` once it has run."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)  # from here on, one try only
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, exec_module = spec.loader, spec.loader.exec_module
+
+        def exec_and_patch(module: ModuleType) -> None:
+            exec_module(module)
+            with _lock:
+                _patch(module)
+
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+
+def _patch(keras: ModuleType) -> None:
+    global _patched
+    if _patched:
+        return
+    model: Any = keras.Model
+    original = model.fit
+
+    class _Report(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            reports = current()
+            if reports is not None and logs and reports.add(None, dict(logs)):
+                self.model.stop_training = True
+
+    @functools.wraps(original)
+    def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reports = current()
+        if reports is not None and reports.autoreport:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _Report()]
+        return original(self, *args, **kwargs)
+
+    model.fit = fit
+    _patched = True
