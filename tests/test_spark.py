@@ -298,3 +298,29 @@ def test_without_java_spark_gives_a_clear_error_and_auto_falls_back_to_in_proces
     assert "Spark could not start" in error and "Java 17" in error and "--backend local" in error
     assert "AUTO-BACKEND: local 2" in out
     assert "running trials in this process instead" in out
+
+
+# -- pruning on the pool: reports and decisions travel over the channel ---------------------------
+
+
+def test_keras_trials_on_the_pool_report_every_epoch_and_asha_and_median_prune_them(local_spark):
+    from test_pruning import KERAS
+
+    for prune in ("asha", "median"):
+        result = spark_tune(local_spark, KERAS, max_evals=10, metric="val_loss", prune=prune, seed=3)
+        assert result.backend == "spark"
+        ok = [r for r in result.records if r.status == "ok"]
+        pruned = [r for r in result.records if r.status == "pruned"]
+        assert ok and pruned, (prune, result.counts())
+        assert all(len(r.curve) == 9 for r in ok) and all(len(r.curve) < 9 for r in pruned)
+        assert all({"loss", "val_loss"} <= set(r.curve[0][1]) for r in result.records)
+
+
+def test_a_plain_loop_prunes_on_the_pool_and_the_slot_takes_the_next_trial(local_spark):
+    cell = "x = 0.5  # tune: uniform(0, 1)\nimport nbtune, time\nfor s in range(1, 10):\n"
+    cell += "    time.sleep(0.02)\n    nbtune.report(loss=x + 1.0 / s)\nloss = x + 1 / 9\n"
+    result = spark_tune(local_spark, cell, max_evals=24, prune="asha", seed=1)
+    counts = result.counts()
+    assert counts["pruned"] >= 5 and counts["ok"] + counts["pruned"] == 24
+    assert result.best_trial.status == "ok"
+    assert result.curves().groupby("trial").step.max().max() == 9

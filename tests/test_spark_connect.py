@@ -51,3 +51,14 @@ def test_cancel_interrupts_the_pool_on_spark_connect_and_the_next_search_works(c
         mlflow=False,
     )
     assert [r.status for r in again.records] == ["ok"] * 3
+
+
+def test_pruning_works_through_spark_connect(connect_spark):
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nimport nbtune\nfor s in range(1, 10):\n    nbtune.report(loss=x + 1.0 / s)\n"
+    )
+    cell += "loss = x + 1 / 9\n"
+    result = nbtune.tune(
+        cell, {"spark": connect_spark}, backend="spark", max_evals=12, prune="asha", seed=1, quiet=True, mlflow=False
+    )
+    assert result.counts()["pruned"] >= 2 and all(r.curve for r in result.records)

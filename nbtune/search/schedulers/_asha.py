@@ -39,8 +39,8 @@ class _Bracket:
             if tid in seen:
                 return False  # judged at this rung already; the next rung decides
             seen[tid] = loss
-            cutoff = percentile(list(seen.values()), 1 - 1 / self.eta)
-            return loss > cutoff
+            # Ray's cutoff, in loss terms: go on only within the best 1/eta of the losses seen here.
+            return loss > percentile(list(seen.values()), 1 / self.eta)
         return False
 
 
