@@ -29,6 +29,7 @@ def test_the_header_searches_val_loss_and_logs_the_accuracies():
     options = parse_flags(HEADER.removeprefix("%%tune"), TuneOptions())
     assert (options.metric, options.mode, options.max_evals) == ("val_loss", "min", 32)
     assert options.log_metrics == ("val_accuracy", "test_accuracy")
+    assert options.prune == "asha"  # Keras reports each epoch; hopeless trials stop early
 
 
 def test_tunes_learning_rate_batch_size_and_structure():

@@ -29,7 +29,7 @@ class _Bracket:
         """A completed trial ran `steps`: without --max-steps that is a full trial, and no rung sits there."""
         if self.max_steps is None or self.learned:
             self.max_steps, self.learned = max(steps, self.max_steps or 0), True
-            self.rungs = [r for r in self.rungs if r < self.max_steps] or self.rungs[:1]
+            self.rungs = [r for r in self.rungs if r < self.max_steps]
 
     def decide(self, tid: int, step: int, loss: float) -> bool:
         for rung in reversed(self.rungs):
