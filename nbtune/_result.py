@@ -72,7 +72,7 @@ class TuneResult:
         return out
 
     def to_pandas(self) -> pd.DataFrame:
-        """One row a trial: number, status, metric, duration, step reached, parameters, logged metrics, error, link."""
+        """One row a trial: number, status, metric, duration, step, parameters, logged metrics, error, MLflow run."""
         import pandas as pd
 
         columns = [
@@ -84,6 +84,7 @@ class TuneResult:
             *self.param_names,
             *self.log_metrics,
             "error",
+            "run_id",
             "mlflow_url",
         ]
         rows = [
@@ -96,6 +97,7 @@ class TuneResult:
                 **{p: r.params.get(p) for p in self.param_names},
                 **{m: r.log_metrics.get(m) for m in self.log_metrics},
                 "error": r.error,
+                "run_id": r.mlflow_run_id,  # there even without a UI to link to (a local store)
                 "mlflow_url": r.mlflow_url,
             }
             for r in sorted(self.records, key=lambda r: r.number)

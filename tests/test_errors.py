@@ -97,3 +97,10 @@ def test_a_bad_config_value_is_a_usage_error_at_the_next_search(ip):
     ip.run_line_magic("config", "TuneMagic.max_evals = -2")
     with pytest.raises(UsageError, match="--max-evals must be a positive integer, got -2"):
         run_tune(ip, "--quiet", OK_CELL)
+
+
+def test_a_tracking_uri_mlflow_cannot_store_to_is_a_usage_error_before_the_search(ip):
+    ip.run_line_magic("config", "TuneMagic.mlflow = True")
+    with pytest.raises(UsageError, match=r"--tracking-uri bogus://x: MLflow has no store for this scheme") as info:
+        run_tune(ip, "--tracking-uri bogus://x --max-evals 2 --quiet", OK_CELL)
+    assert "\n" not in str(info.value) and "_tune" not in ip.user_ns

@@ -51,7 +51,19 @@ def test_best_params_are_values_and_best_value_keeps_the_metric_sign_in_max_mode
 def test_to_pandas_has_the_documented_columns(ip):
     cell = "a = 1  # tune: randint(0, 5)\nb = 0.5  # tune: uniform(0, 1)\nacc = a * b\nloss = -acc\n"
     df = run_tune(ip, "--max-evals 5 --log-metrics acc --quiet", cell).to_pandas()
-    assert list(df.columns) == ["trial", "status", "loss", "duration", "step", "a", "b", "acc", "error", "mlflow_url"]
+    assert list(df.columns) == [
+        "trial",
+        "status",
+        "loss",
+        "duration",
+        "step",
+        "a",
+        "b",
+        "acc",
+        "error",
+        "run_id",
+        "mlflow_url",
+    ]
     assert len(df) == 5 and set(df["status"]) == {"ok"}
     assert (df["acc"] == -df["loss"]).all()
     assert df["a"].map(type).eq(int).all()

@@ -156,7 +156,7 @@ def test_artifacts_are_the_cell_trials_table_duration_histogram_and_failed_trial
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert names == {"cell.py", "trials.csv", "durations.png"}
     table = Path(client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path))).read_text()
-    assert table.splitlines()[0].startswith("trial,status,loss,duration,step,x,k,acc,error,mlflow_url")
+    assert table.splitlines()[0].startswith("trial,status,loss,duration,step,x,k,acc,error,run_id,mlflow_url")
     assert len(table.splitlines()) == 13
     png = Path(client.download_artifacts(parent.info.run_id, "durations.png", str(tmp_path))).read_bytes()
     assert png.startswith(b"\x89PNG")

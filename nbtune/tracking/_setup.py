@@ -22,6 +22,8 @@ def tracking_setup(
         if options.resume is not None:
             raise TuneUsageError("--resume reads the earlier search from MLflow; drop --no-mlflow")
         return options, None
+    if options.tracking_uri is not None:
+        _check_scheme(options.tracking_uri)
     if options.experiment is None and not on_databricks():  # Databricks: the notebook's own experiment
         options = options.replace(experiment=default_experiment(namespace))
     if options.resume is None:
@@ -35,3 +37,16 @@ def tracking_setup(
         else:
             print(f"nbtune: resuming run {result.parent_run_id} with {len(result.records)} earlier trials")
     return options, result
+
+
+def _check_scheme(uri: str) -> None:
+    """A URI whose scheme MLflow has no store for is bad input, not a warning halfway through the search."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry as registry
+    except ImportError:  # a future MLflow moved it: MLflow itself will say so at the first write
+        return
+    try:
+        registry.get_store_builder(uri)  # type: ignore[no-untyped-call]
+    except Exception:
+        known = ", ".join(sorted(s for s in registry._registry if s))
+        raise TuneUsageError(f"--tracking-uri {uri}: MLflow has no store for this scheme (it knows {known})") from None
