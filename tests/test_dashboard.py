@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 import threading
@@ -29,6 +30,13 @@ FLAKY = (
     "    raise ValueError(f'x too large: {x:.3f}')\n"
     "loss = x ** 2\n"
 )
+REPORTING = (
+    "x = 0.5  # tune: uniform(0, 1)\n"
+    "import nbtune\n"
+    "for step in range(1, 10):\n"
+    "    loss = x + 1.0 / step\n"
+    "    nbtune.report(loss=loss)\n"
+)
 OPTS = {"backend": "local", "mlflow": False, "quiet": True}
 
 
@@ -46,6 +54,16 @@ class FakeClock:
 
     def __call__(self) -> float:
         return next(self._ticks) * self._step
+
+
+class ManualClock:
+    """A clock that stands still until the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def run(cell: str, dashboard: Dashboard, extra: list[Listener] | None = None, **options) -> TuneResult:
@@ -221,6 +239,96 @@ def test_the_bar_colour_says_how_the_search_ended(comms: Comms, stop, style):
     result.stop_reason = stop
     dash.search_finished(result)
     assert comms.frontend_state(dash.bar)["bar_style"] == style
+
+
+def test_a_pruned_search_shows_learning_curves_and_counts_pruned_trials(comms: Comms, monkeypatch):
+    shown = []
+    monkeypatch.setattr("nbtune.ui._dashboard._display", lambda bundle: shown.append(bundle) or Handle())
+
+    class Handle:
+        def update(self, bundle, raw: bool) -> None:
+            shown.append(bundle)
+
+    dash, line = Dashboard(), io.StringIO()
+    result = run(REPORTING, dash, [TextProgress(stream=line)], max_evals=20, seed=1, prune="asha")
+    counts = result.counts()
+    assert counts["pruned"] > 0 and counts["ok"] > 0
+    curves = comms.frontend_state(dash.curves_plot)
+    assert curves["value"].startswith(PNG) and len(curves["value"]) > 1000 and dash.curves_plot.layout.display == ""
+    status = texts(comms.frontend_state(dash.status)["value"])
+    assert f"ok {counts['ok']} · pruned {counts['pruned']} · failed 0" in status
+    assert f"pruned {counts['pruned']}" in line.getvalue()  # the text progress line counts them too
+    table = comms.frontend_state(dash.table)["value"]
+    assert "<th>step</th>" in table and "<th>error</th>" not in table  # pruning is no error
+    for r in (r for r in result.records if r.status == "pruned"):
+        assert r.value is not None and 1 <= r.step < 9
+        row = re.search(rf'<tr class="nbtune-row-pruned"><td>{r.number}</td>(.*?)</tr>', table)
+        status, value, _duration, step, *_ = re.findall(r"<td>(.*?)</td>", row[1]) if row else [""] * 4
+        assert (texts(status), value, step) == ("pruned", f"{r.value:.4g}", str(r.step))
+    final = shown[-1]
+    assert f"{counts['pruned']} pruned" in final["text/plain"]
+    assert final["text/html"].count("data:image/png;base64,") == 4  # the learning curves join the other three
+
+
+def test_no_reports_no_learning_curves_and_no_pruned_count_without_pruning(comms: Comms):
+    dash = Dashboard(show=lambda _: None)
+    run(QUAD, dash, max_evals=4, seed=3)
+    assert dash.curves_plot.layout.display == "none" and not dash.curves_plot.value
+    table = comms.frontend_state(dash.table)["value"]
+    assert "pruned" not in texts(comms.frontend_state(dash.status)["value"]) and "<th>step</th>" not in table
+
+
+def test_learning_curves_draw_reports_of_running_trials_after_the_plot_throttle(comms: Comms, monkeypatch):
+    from nbtune.ui import _plots
+
+    drawn: list[list[_plots.CurveLine]] = []
+    real = _plots.learning_curves
+    spy = lambda lines, metric: drawn.append(list(lines)) or real(lines, metric)  # noqa: E731
+    monkeypatch.setattr(_plots, "learning_curves", spy)
+    clock = ManualClock()
+    dash = Dashboard(show=lambda _: None, interval=0.25, plot_interval=2.0, clock=clock)
+    result = TuneResult("loss", "min", ["x"])
+    options = TuneOptions(max_evals=2, backend="local", mlflow=False, prune="asha")
+    dash.search_started(SearchInfo("curves", options, "local", 1, ["x"]), result)
+    pruned = TrialRecord(
+        number=0, tid=0, params={"x": 0.9}, status="pruned", value=1.9, step=1, curve=[(1, {"loss": 1.9})]
+    )
+    dash.trial_started(0, {"x": 0.9})
+    result.records.append(pruned)
+    dash.trial_finished(pruned)
+
+    clock.now = 0.5
+    dash.trial_started(1, {"x": 0.1})
+    clock.now = 0.8
+    dash.trial_reported(1, 1, {"loss": 1.1, "acc": 0.5})
+    dash.trial_reported(1, 2, {"acc": 0.6})  # no --metric in this report: nothing to draw
+    assert dash.live_curves == {1: [(1, 1.1)]}
+    assert drawn == [] and dash.curves_plot.layout.display == "none"  # within the plot interval
+    row = re.search(r'<tr class="nbtune-row-running"><td>1</td>.*?</tr>', comms.frontend_state(dash.table)["value"])
+    assert row and "<td>1</td><td>0.1</td>" in row.group(0)  # the step it reached, then x
+
+    clock.now = 100.0
+    dash.trial_reported(1, 3, {"loss": 0.6})
+    assert dash.live_curves == {1: [(1, 1.1), (3, 0.6)]}
+    assert drawn == [[_plots.CurveLine(0, "pruned", ((1, 1.9),)), _plots.CurveLine(1, "running", ((1, 1.1), (3, 0.6)))]]
+    assert comms.frontend_state(dash.curves_plot)["value"].startswith(PNG) and dash.curves_plot.layout.display == ""
+
+    clock.now = 200.0
+    dash.poll()  # the clocks redraw, but no report came: the curves are not drawn again
+    assert len(drawn) == 1 and dash.draws >= 3
+
+    clock.now = 200.1
+    curve = [(1, {"loss": 1.1}), (3, {"loss": 0.6})]
+    done = TrialRecord(number=1, tid=1, params={"x": 0.1}, status="ok", value=0.6, step=3, curve=curve)
+    result.records.append(done)
+    dash.trial_finished(done)
+    assert dash.live_curves == {}
+    result.stop_reason = "completed"
+    dash.search_finished(result)
+    assert drawn[-1] == [
+        _plots.CurveLine(0, "pruned", ((1, 1.9),)),
+        _plots.CurveLine(1, "best", ((1, 1.1), (3, 0.6))),
+    ]
 
 
 # -- in a real kernel ---------------------------------------------------------------------------

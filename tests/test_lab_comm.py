@@ -198,3 +198,23 @@ def test_updates_are_throttled_but_the_final_state_is_always_sent():
     assert len(comm.sent) == 2  # the start and the end; everything between waited for the interval
     final = comm.sent[-1]["search"]
     assert final["done"] == 50 and final["best"] == 1.0 and final["best_params"] == {"x": 49} and final["finished"]
+
+
+def test_a_snapshot_counts_pruned_trials_beside_the_other_statuses():
+    session = LabSession()
+    comm = RecordingComm()
+    session.comms.append(comm)
+    options = TuneOptions().replace(max_evals=3, metric="loss", prune="asha")
+    result = TuneResult("loss", "min", ["x"], max_evals=3)
+    listener = LabListener(session, interval=0)
+    listener.search_started(SearchInfo("s", options, "local", 1, ["x"]), result)
+    for n, status in enumerate(["ok", "pruned", "pruned"]):
+        listener.trial_started(n, {"x": n})
+        record = TrialRecord(number=n, tid=n, params={"x": n}, status=status, value=float(n + 1), step=n + 1)
+        result.records.append(record)
+        listener.trial_finished(record)
+    result.stop_reason = "completed"
+    listener.search_finished(result)
+    final = comm.sent[-1]["search"]
+    assert (final["done"], final["ok"], final["pruned"], final["failed"], final["cancelled"]) == (3, 1, 2, 0, 0)
+    assert final["best"] == 1.0  # a pruned trial's value is a partial result, never the best

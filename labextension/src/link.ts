@@ -36,6 +36,7 @@ export interface ISearch {
   total: number;
   running: number;
   ok: number;
+  pruned?: number; // stopped early by --prune (kernels before pruning do not send it)
   failed: number;
   cancelled: number;
   best: number | null;

@@ -89,6 +89,9 @@ class SearchCard {
       trans.__('%1/%2 trials', search.done, search.total),
       trans.__('ok %1', search.ok)
     ];
+    if (search.pruned) {
+      parts.push(trans.__('pruned %1', search.pruned));
+    }
     if (search.failed) {
       parts.push(trans.__('failed %1', search.failed));
     }

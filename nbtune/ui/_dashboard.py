@@ -12,7 +12,7 @@ import ipywidgets as w
 
 from nbtune._events import Listener, SearchInfo
 from nbtune._result import TuneResult
-from nbtune._text import clock
+from nbtune._text import clock, is_finite_number
 from nbtune.trial._records import TrialRecord
 from nbtune.ui import _plots as plots
 from nbtune.ui._table import RunningTrial, best_html, trials_table
@@ -44,7 +44,8 @@ class Dashboard(Listener):
     """Progress, counts, best result, trials table and plots of one search, with a Cancel button.
 
     Events only mark the snapshot dirty; widgets are redrawn from it at most every `interval`
-    seconds (plots every `plot_interval`), and exactly once more when the search ends.
+    seconds (plots every `plot_interval`), and exactly once more when the search ends. Reports of
+    running trials (`trial_reported`) feed the learning curves between trial ends.
     """
 
     def __init__(
@@ -63,6 +64,11 @@ class Dashboard(Listener):
         self._info: SearchInfo | None = None
         self._result: TuneResult | None = None
         self._running: dict[int, RunningTrial] = {}
+        # (step, --metric) of each running trial's reports so far, by trial number; a finished
+        # trial's curve comes from its record.
+        self.live_curves: dict[int, list[plots.Point]] = {}
+        self._reports = 0  # reports received so far
+        self._plotted_reports = -1  # ... of which the learning curves on screen show
         self._start = self._last_draw = self._last_plot = 0.0
         self._plot_every = plot_interval
         self._plotted = -1  # number of finished trials in the plots on screen
@@ -81,11 +87,12 @@ class Dashboard(Listener):
         self.cancel_button.on_click(self._on_cancel)
         self.best = w.HTML()
         self.metric_plot = w.Image(format="png", layout=w.Layout(display="none"))
+        self.curves_plot = w.Image(format="png", layout=w.Layout(display="none"))
         self.histogram = w.Image(format="png", layout=w.Layout(display="none"))
         self.param_plot = w.Image(format="png", layout=w.Layout(display="none"))
         self.table = w.HTML()
         row = w.HBox([self.bar, self.status, self.cancel_button], layout=w.Layout(align_items="center"))
-        plots_row = w.HBox([self.metric_plot, self.histogram, self.param_plot], layout=w.Layout(flex_flow="row wrap"))
+        plots_row = w.HBox(self._plots(), layout=w.Layout(flex_flow="row wrap"))
         self.widget = w.VBox([self.header, row, self.best, plots_row, self.table])
         for part, name in (
             (self.widget, "dashboard"),
@@ -95,11 +102,15 @@ class Dashboard(Listener):
             (self.cancel_button, "cancel"),
             (self.best, "best"),
             (self.metric_plot, "metric-plot"),
+            (self.curves_plot, "curves-plot"),
             (self.histogram, "histogram"),
             (self.param_plot, "param-plot"),
             (self.table, "table"),
         ):
             part.add_class(f"nbtune-{name}")  # stable hooks for the browser tests and for styling
+
+    def _plots(self) -> list[w.Image]:
+        return [self.metric_plot, self.curves_plot, self.histogram, self.param_plot]
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -110,7 +121,7 @@ class Dashboard(Listener):
         if final:
             images = "".join(
                 f'<img src="data:image/png;base64,{base64.b64encode(bytes(i.value)).decode()}"/>'
-                for i in (self.metric_plot, self.histogram, self.param_plot)
+                for i in self._plots()
                 if i.layout.display != "none" and i.value
             )
             parts = (self.header.value, self.status.value, self.best.value, images, self.table.value)
@@ -140,9 +151,20 @@ class Dashboard(Listener):
         self._running[number] = RunningTrial(number, dict(params), self._clock())
         self._touch()
 
+    def trial_reported(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        """Extend a running trial's learning curve and the step shown in its table row."""
+        if number in self._running:
+            self._running[number].step = step
+        value = metrics.get(self._result.metric) if self._result is not None else None
+        if value is not None and is_finite_number(value):
+            self.live_curves.setdefault(number, []).append((step, float(value)))
+            self._reports += 1
+        self._touch()
+
     def trial_finished(self, record: TrialRecord) -> None:
-        """Count a finished trial."""
+        """Count a finished trial (its curve is in the record from now on)."""
         self._running.pop(record.number, None)
+        self.live_curves.pop(record.number, None)
         self._touch()
 
     def poll(self) -> None:
@@ -155,6 +177,7 @@ class Dashboard(Listener):
         self._ui.stop()
         self._finished = True
         self._running.clear()
+        self.live_curves.clear()
         self._draw(self._clock(), final=True)
         if self._handle is not None:
             # Front ends that show the widget keep showing it; nbconvert, GitHub and a notebook
@@ -200,23 +223,31 @@ class Dashboard(Listener):
         self.best.value = best_html(result.metric, result.mode, best)
         columns = (result.metric, result.param_names, result.log_metrics)
         self.table.value = trials_table(records, running, best, columns, now, info.options.out)
-        if final or (now - self._last_plot >= self._plot_every and len(records) != self._plotted):
-            self._draw_plots(records, result, now)
+        trials_changed = len(records) != self._plotted
+        curves_changed = trials_changed or self._reports != self._plotted_reports
+        if final or (now - self._last_plot >= self._plot_every and curves_changed):
+            self._draw_plots(records, result, now, all_plots=final or trials_changed)
         if final:
             self.bar.bar_style = self._final_style(result)
             self.cancel_button.layout.display = "none"
 
-    def _draw_plots(self, records: list[TrialRecord], result: TuneResult, now: float) -> None:
+    def _draw_plots(self, records: list[TrialRecord], result: TuneResult, now: float, all_plots: bool) -> None:
+        """Redraw the learning curves, and with `all_plots` the plots of finished trials too."""
         started = time.perf_counter()
-        ok = [r for r in records if r.status == "ok" and r.value is not None]
-        finished = [r for r in records if r.status != "cancelled"]
-        if ok:
-            _set_png(self.metric_plot, plots.metric_curve(ok, result.metric, result.mode))
-            if 1 <= len(result.param_names) <= 2:
-                _set_png(self.param_plot, plots.param_plot(ok, result.param_names, result.metric))
-        if finished:
-            _set_png(self.histogram, plots.png(plots.durations(finished)))
-        self._last_plot, self._plotted = now, len(records)
+        if all_plots:
+            ok = [r for r in records if r.status == "ok" and r.value is not None]
+            finished = [r for r in records if r.status != "cancelled"]
+            if ok:
+                _set_png(self.metric_plot, plots.metric_curve(ok, result.metric, result.mode))
+                if 1 <= len(result.param_names) <= 2:
+                    _set_png(self.param_plot, plots.param_plot(ok, result.param_names, result.metric))
+            if finished:
+                _set_png(self.histogram, plots.png(plots.durations(finished)))
+            self._plotted = len(records)
+        lines = plots.curve_lines(records, self.live_curves, result.best_trial, result.metric)
+        if lines:  # hidden until some trial reported the metric
+            _set_png(self.curves_plot, plots.learning_curves(lines, result.metric))
+        self._last_plot, self._plotted_reports = now, self._reports
         # Slow plots (a busy machine) redraw less often, so the display never costs much of a search.
         self._plot_every = max(self._plot_interval, 10 * (time.perf_counter() - started))
 
@@ -245,6 +276,8 @@ class Dashboard(Listener):
             f"cancelled {counts['cancelled']}",
             f"{clock(elapsed)} elapsed",
         ]
+        if counts["pruned"] or (self._info is not None and self._info.options.prune != "none"):
+            parts.insert(3, f"pruned {counts['pruned']}")
         if final:
             parts.insert(0, f"<b>{html.escape(result.stop_reason)}</b>")
         elif self.cancel_button.disabled:

@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from nbtune._text import is_finite_number
-from nbtune.trial._records import TrialRecord
+from nbtune.trial._records import Curve, TrialRecord
 
 SIZE = (4.0, 2.6)  # inches; at DPI this is a 320 x 208 px image
 DPI = 80
 _OK, _BEST = "#1f77b4", "#2e7d32"
 _STATUSES = {"ok": "#7e57c2", "pruned": "#b39ddb", "failed": "#c62828", "cancelled": "#9e9e9e"}
+# Learning curves by kind, in legend order: (colour, alpha, line width, z-order). The best trial on
+# top, running trials bright, finished ones quieter, pruned and stopped ones faded behind them.
+_CURVE_STYLES: dict[str, tuple[str, float, float, int]] = {
+    "best": (_BEST, 1.0, 2.2, 6),
+    "running": ("#ef6c00", 0.9, 1.4, 5),
+    "ok": (_OK, 0.55, 1.0, 4),
+    "pruned": ("#9575cd", 0.3, 0.8, 3),
+    "failed": (_STATUSES["failed"], 0.25, 0.8, 2),
+    "cancelled": (_STATUSES["cancelled"], 0.25, 0.8, 1),
+}
+
+Point = tuple[int, float]  # (step, value of the metric)
+
+
+@dataclass(frozen=True)
+class CurveLine:
+    """One trial's metric over its steps, as the learning-curves plot draws it."""
+
+    number: int
+    kind: str  # "best", "running", or the finished trial's status
+    points: tuple[Point, ...]
 
 
 def _render(draw: Callable[[Any], None], size: tuple[float, float] = SIZE) -> bytes:
@@ -104,6 +126,57 @@ def param_plot(records: Sequence[TrialRecord], names: Sequence[str], metric: str
         fig.suptitle(f"{metric} by parameter", fontsize=9)
 
     return _render(draw, (SIZE[0] * (1 + 0.5 * (len(names) - 1)), SIZE[1]))
+
+
+def metric_points(curve: Curve, metric: str) -> list[Point]:
+    """(step, value) of each report that carried `metric` as a finite number."""
+    return [(step, float(m[metric])) for step, m in curve if is_finite_number(m.get(metric))]
+
+
+def curve_lines(
+    records: Sequence[TrialRecord], running: Mapping[int, Sequence[Point]], best: TrialRecord | None, metric: str
+) -> list[CurveLine]:
+    """The lines of the learning-curves plot: finished trials' curves, then running trials' reports so far."""
+    lines = []
+    for r in records:
+        points = metric_points(r.curve, metric)
+        if points:
+            lines.append(CurveLine(r.number, "best" if r is best else r.status, tuple(points)))
+    lines += [CurveLine(n, "running", tuple(p)) for n, p in sorted(running.items()) if p]
+    return lines
+
+
+def learning_curves(lines: Sequence[CurveLine], metric: str) -> bytes:
+    """The metric against step, one line a trial: the best highlighted, running ones bright, pruned faded."""
+
+    def draw(fig: Any) -> None:
+        from matplotlib.collections import LineCollection
+        from matplotlib.ticker import MaxNLocator
+
+        ax = fig.add_subplot()
+        for kind, (color, alpha, width, z) in _CURVE_STYLES.items():
+            group = [line for line in lines if line.kind == kind]
+            if not group:
+                continue
+            label = f"best (trial {group[0].number})" if kind == "best" else f"{kind} ({len(group)})"
+            # One collection per kind: a thousand trials' curves draw as fast as a few.
+            segments = [list(line.points) for line in group]
+            style: dict[str, Any] = {"color": color, "alpha": alpha, "zorder": z}
+            ax.add_collection(LineCollection(segments, linewidths=width, label=label, **style))
+            # Where each curve ends: a pruned trial's prune step, a running trial's latest report,
+            # and visible even for a curve of a single report.
+            ends = [line.points[-1] for line in group]
+            marker = "x" if kind == "pruned" else "o"
+            ax.scatter([e[0] for e in ends], [e[1] for e in ends], s=10, marker=marker, **style)
+        ax.autoscale_view()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{metric} by step", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+
+    return _render(draw)
 
 
 def _spans_decades(values: Sequence[Any]) -> bool:

@@ -33,6 +33,7 @@ class RunningTrial:
     number: int
     params: dict[str, Any]
     started: float
+    step: int = 0  # the last step it reported
 
 
 def status_badge(status: str) -> str:
@@ -92,26 +93,30 @@ def trials_table(
     metric, params, logged = columns
     rows = table_rows(records, running, best)
     show_links = any(isinstance(r, TrialRecord) and r.mlflow_url for r in rows)
-    show_errors = any(isinstance(r, TrialRecord) and r.status != "ok" for r in rows)
-    head = ["trial", "status", metric, "duration (s)", *params, *logged]
+    # A pruned trial is no error: its status, value and the step it reached say what happened.
+    show_errors = any(isinstance(r, TrialRecord) and r.status not in ("ok", "pruned") for r in rows)
+    show_steps = any(r.step for r in rows)
+    head = ["trial", "status", metric, "duration (s)", *["step"] * show_steps, *params, *logged]
     head += ["MLflow"] * show_links + ["error"] * show_errors
     out_rows = []
     for row in rows:
         if isinstance(row, RunningTrial):
             cells = [str(row.number), status_badge("running"), "", fmt(now - row.started)]
+            cells += [fmt(row.step or None)] * show_steps
             cells += [html.escape(fmt(row.params.get(p))) for p in params] + [""] * len(logged)
             cells += [""] * show_links + [""] * show_errors
             css = "nbtune-row-running"
         else:
             star = " &#9733;" if row is best else ""
             cells = [f"{row.number}{star}", status_badge(row.status), fmt(row.value), fmt(row.duration)]
+            cells += [fmt(row.step or None)] * show_steps
             cells += [html.escape(fmt(row.params.get(p))) for p in params]
             cells += [html.escape(fmt(row.log_metrics.get(m))) for m in logged]
             if show_links:
                 url = row.mlflow_url
                 cells.append(f'<a href="{html.escape(url)}" target="_blank">run</a>' if url else "")
             if show_errors:
-                cells.append(_details(row) if row.status != "ok" else "")
+                cells.append(_details(row) if row.status not in ("ok", "pruned") else "")
             css = f"nbtune-row-{row.status}" + (" nbtune-row-best" if row is best else "")
         out_rows.append(f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     total = len(records) + len(running)
