@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nbtune._errors import TuneUsageError
@@ -13,10 +15,11 @@ from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
 from nbtune.tracking import _tracker
 from nbtune.tracking._links import RunLinks, links_for
-from nbtune.tracking._tracker import CELL_HASH_TAG, cell_hash
-from nbtune.trial._records import TrialRecord
+from nbtune.tracking._tracker import CELL_HASH_TAG, CURVE_TAG, cell_hash
+from nbtune.trial._records import Curve, TrialRecord
 
-_FINISHED = ("ok", "failed")  # trials a resumed search keeps (cancelled ones are run again)
+_FINISHED = ("ok", "failed", "pruned")  # trials a resumed search keeps (cancelled ones are run again)
+_HISTORY_THREADS = 8  # metric histories are one call per run and metric: a remote store answers them in parallel
 
 
 def load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> TuneResult | None:
@@ -77,7 +80,8 @@ def load_search(options: TuneOptions, source: str, space: SearchSpace) -> TuneRe
             f"--resume: run {parent.info.run_id} optimised '{stored_metric}', this search '{options.metric}'"
         )
     links = links_for(client.tracking_uri, options.mlflow_ui_url)
-    result = rebuild(_children(client, parent), options, space, links)
+    finished = _finished(_children(client, parent))
+    result = rebuild(finished, options, space, links, _histories(client, finished))
     result.parent_run_id = parent.info.run_id
     result.parent_url = links.run_url(parent.info.experiment_id, parent.info.run_id)
     result.wall_time = float(parent.data.metrics.get("wall_time", 0.0))
@@ -120,15 +124,67 @@ def _children(client: Any, parent: Any) -> list[Any]:
             return runs
 
 
-def rebuild(children: list[Any], options: TuneOptions, space: SearchSpace, links: RunLinks) -> TuneResult:
-    """Records and hyperopt docs from finished child runs (ok and failed; cancelled ones are run again)."""
+def _finished(children: list[Any]) -> list[Any]:
+    """The child runs a resumed search keeps, in trial order."""
+    finished = [r for r in children if r.data.tags.get("nbtune.status") in _FINISHED and "nbtune.vals" in r.data.tags]
+    finished.sort(key=lambda r: (int(r.data.tags.get("nbtune.trial", 0)), r.info.start_time or 0))
+    return finished
+
+
+def _reported(run: Any) -> tuple[int, list[str]]:
+    """How many reports a trial's run holds and their metric names (its CURVE_TAG; none if unreadable)."""
+    try:
+        tag = json.loads(run.data.tags.get(CURVE_TAG) or "{}")
+        return int(tag.get("reports", 0)), [str(k) for k in tag.get("keys", [])]
+    except (ValueError, TypeError, AttributeError):
+        return 0, []
+
+
+def _histories(client: Any, runs: Sequence[Any]) -> dict[str, list[Any]]:
+    """Run id -> the history points of its reported metrics, for the runs that reported (and only those)."""
+    wanted = [(run.info.run_id, key) for run in runs for key in _reported(run)[1]]
+    if not wanted:
+        return {}
+    # Named nbtune-*: MLflow's retry messages on these threads stay out of the notebook.
+    with ThreadPoolExecutor(min(_HISTORY_THREADS, len(wanted)), thread_name_prefix="nbtune-resume") as pool:
+        found = list(pool.map(lambda pair: client.get_metric_history(*pair), wanted))
+    histories: dict[str, list[Any]] = {}
+    for (run_id, _), points in zip(wanted, found, strict=True):
+        histories.setdefault(run_id, []).extend(points)
+    return histories
+
+
+def _curve(points: Sequence[Any], reports: int, keys: Sequence[str]) -> tuple[Curve, dict[str, float]]:
+    """A trial's curve (its first `reports` timestamps) and the final values logged after them.
+
+    The tracker gives each report its own timestamp and logs the trial's final values later still.
+    """
+    order = {key: i for i, key in enumerate(keys)}
+    by_ms: dict[int, list[Any]] = {}
+    for point in points:
+        by_ms.setdefault(int(point.timestamp), []).append(point)
+    stamps = sorted(by_ms)
+    curve: Curve = []
+    for ms in stamps[:reports]:
+        group = sorted(by_ms[ms], key=lambda p: order.get(p.key, len(order)))
+        curve.append((int(group[0].step), {p.key: float(p.value) for p in group}))
+    finals = {p.key: float(p.value) for ms in stamps[reports:] for p in by_ms[ms]}
+    return curve, finals
+
+
+def rebuild(
+    finished: list[Any],
+    options: TuneOptions,
+    space: SearchSpace,
+    links: RunLinks,
+    histories: Mapping[str, list[Any]] | None = None,
+) -> TuneResult:
+    """Records and hyperopt docs from finished child runs, in trial order (`_finished`), with their curves."""
     from nbtune.search._history import restore  # hyperopt loads only when a search resumes
 
     result = TuneResult(options.metric, options.mode, space.names, options.log_metrics)
-    finished = [r for r in children if r.data.tags.get("nbtune.status") in _FINISHED and "nbtune.vals" in r.data.tags]
-    finished.sort(key=lambda r: (int(r.data.tags.get("nbtune.trial", 0)), r.info.start_time or 0))
     for number, run in enumerate(finished):
-        record = _record(number, run, options, space)
+        record = _record(number, run, options, space, (histories or {}).get(run.info.run_id, []))
         record.mlflow_run_id = run.info.run_id
         record.mlflow_url = links.run_url(run.info.experiment_id, run.info.run_id)
         record.model_uri = run.data.tags.get("nbtune.model")
@@ -138,8 +194,14 @@ def rebuild(children: list[Any], options: TuneOptions, space: SearchSpace, links
     return result
 
 
-def _record(number: int, run: Any, options: TuneOptions, space: SearchSpace) -> TrialRecord:
-    tags, metrics = run.data.tags, run.data.metrics
+def _record(number: int, run: Any, options: TuneOptions, space: SearchSpace, history: Sequence[Any]) -> TrialRecord:
+    tags, metrics = run.data.tags, dict(run.data.metrics)
+    reports, keys = _reported(run)
+    curve: Curve = []
+    if reports:
+        # A reported metric's latest value is the trial's final one only if the trial logged one at its end.
+        curve, finals = _curve(history, reports, keys)
+        metrics = {k: v for k, v in metrics.items() if k not in keys} | finals
     vals: dict[str, list[Any]] = json.loads(tags["nbtune.vals"])
     try:
         if space.custom is None and set(vals) != set(space.names):
@@ -170,6 +232,8 @@ def _record(number: int, run: Any, options: TuneOptions, space: SearchSpace) -> 
         duration=float(metrics.get("duration", 0.0)),
         error=tags.get("nbtune.error"),
         host=tags.get("nbtune.host", ""),
+        step=int(tags.get("nbtune.step", 0)),
+        curve=curve,
     )
 
 

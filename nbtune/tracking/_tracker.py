@@ -1,7 +1,8 @@
 """MLflow tracking: a parent run per search, a child run per trial, written by a background thread.
 
 The search only puts events on a queue; one writer thread imports MLflow, creates the runs and
-logs each trial with a single `log_batch`, so a slow or unreachable store never delays a trial.
+logs each trial with a single `log_batch` (its reports too, batched), so a slow or unreachable store
+never delays a trial.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,10 @@ from nbtune.ui import _plots as plots
 # (creating a new mlflow.db took 25 s here under load), so they are never timed out.
 STALL_SECONDS = 30.0
 CELL_HASH_TAG = "nbtune.cell_hash"
+# On a child run whose trial reported: {"reports": N, "keys": [metric names]}. Each report is logged with
+# its own timestamp, so --resume regroups the first N timestamps of those keys' histories into the curve.
+CURVE_TAG = "nbtune.curve"
+_BATCH_METRICS = 1000  # MLflow's limit of metrics in one log_batch
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
 _SETTLE, _MAX_DELAY = 0.05, 1.0  # seconds: quiet wanted before the writer works, longest wait for it
 _RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "KILLED"}
@@ -97,6 +103,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass
+class _Reports:
+    """The writer's account of one trial's reports."""
+
+    keys: dict[str, None] = field(default_factory=dict)  # metric names, in the order first reported
+    count: int = 0
+    last_ms: int = 0  # the timestamp of the last report (each report gets a later one than the one before)
+    max_step: int = 0
+    pending: list[tuple[str, float, int, int]] = field(default_factory=list)  # (key, value, ms, step) to log
+
+
 class MlflowTracker(Listener):
     """Logs a search to MLflow from a writer thread; warns once and steps aside if the store fails."""
 
@@ -119,6 +136,7 @@ class MlflowTracker(Listener):
         self._experiment_id = ""
         self._parent_id = ""
         self._runs: dict[int, str] = {}  # trial number -> child run id
+        self._reports: dict[int, _Reports] = {}  # trial number -> its reports (writer thread only)
         self._best_logged: float | None = None
         self._search_id = uuid.uuid4().hex
         self._thread: threading.Thread | None = None
@@ -134,6 +152,11 @@ class MlflowTracker(Listener):
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         """Queue the child run's creation."""
         self._queue.put(("start", number, _now_ms()))
+
+    def trial_reported(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        """Queue a report: step metrics on the trial's child run, logged with others by the writer."""
+        if not self._done.is_set():  # after an outage nobody would take them
+            self._queue.put(("report", number, step, metrics, _now_ms()))
 
     def trial_finished(self, record: TrialRecord) -> None:
         """Queue the trial's parameters, metrics and tags (one `log_batch`)."""
@@ -186,15 +209,22 @@ class MlflowTracker(Listener):
                 for event in self._next_batch():
                     if self._abandoned:
                         return
+                    if event[0] == "report":
+                        self._add_report(event[1], event[2], event[3], event[4])
+                        continue  # logged together with the batch's other reports
                     self._busy_since = time.monotonic() if self._remote else None
                     if event[0] == "start":
                         self._start_child(event[1], event[2])
                     elif event[0] == "finish":
+                        self._flush_reports()  # a trial's reports go before its final values
                         self._finish_child(event[1], event[2], event[3])
                     else:
+                        self._flush_reports()
                         self._close(event[1])
                         return
                     self._busy_since = None
+                self._flush_reports()
+                self._busy_since = None
                 self._log_best()
         except Exception as exc:
             if not self._abandoned:
@@ -291,6 +321,8 @@ class MlflowTracker(Listener):
 
     def _start_child(self, number: int, start_ms: int) -> None:
         assert self._info is not None
+        if number in self._runs:  # opened already, by a report that came first
+            return
         tags = {
             "mlflow.parentRunId": self._parent_id,
             "nbtune.search_id": self._search_id,
@@ -304,6 +336,7 @@ class MlflowTracker(Listener):
         if record.number not in self._runs:  # finished without a start event: open it now
             self._start_child(record.number, end_ms - int(record.duration * 1000))
         run_id = self._runs[record.number]
+        reports = self._reports.pop(record.number, None)
         metrics = {"duration": record.duration}
         if is_finite_number(record.value):
             metrics[self._options.metric] = record.value  # type: ignore[assignment]
@@ -312,6 +345,14 @@ class MlflowTracker(Listener):
             tags["nbtune.attempts"] = str(record.attempts)
         if record.error:
             tags["nbtune.error"] = record.error
+        if record.step:
+            tags["nbtune.step"] = str(record.step)
+        step, end_log_ms = record.step, None
+        if reports is not None:
+            tags[CURVE_TAG] = json.dumps({"reports": reports.count, "keys": list(reports.keys)})
+            # The final values at the last step and after every report, so that MLflow's value of a reported
+            # metric (its latest) is the trial's (a pruned trial's best), not its last report.
+            step, end_log_ms = max(step, reports.max_step), max(_now_ms(), reports.last_ms + 1)
         for name, value in record.log_metrics.items():
             if is_finite_number(value):
                 metrics[name] = value
@@ -321,7 +362,7 @@ class MlflowTracker(Listener):
         if record.model is not None:
             self._log_model(run_id, record)
             tags["nbtune.model"] = str(record.model_uri)  # so --resume knows the trial has one
-        self._log(run_id, metrics, params, tags)
+        self._log(run_id, metrics, params, tags, step=step, ms=end_log_ms)
         if record.status == "failed":
             if record.traceback:
                 self._client.log_text(run_id, record.traceback, "traceback.txt")
@@ -330,6 +371,31 @@ class MlflowTracker(Listener):
         self._update(run_id, _RUN_STATUS[record.status], end_ms)
         record.mlflow_run_id = run_id
         record.mlflow_url = self._links.run_url(self._experiment_id, run_id)
+
+    def _add_report(self, number: int, step: int, metrics: Mapping[str, float], ms: int) -> None:
+        reports = self._reports.setdefault(number, _Reports())
+        # One timestamp per report, later than the one before: it tells a trial's reports apart in MLflow.
+        reports.last_ms = ms = max(ms, reports.last_ms + 1)
+        reports.count += 1
+        reports.max_step = max(reports.max_step, step)
+        for key, value in metrics.items():
+            reports.keys.setdefault(key, None)
+            reports.pending.append((key, float(value), ms, step))
+
+    def _flush_reports(self) -> None:
+        """Log the reports that wait, a `log_batch` per trial (and per 1000 metrics)."""
+        from mlflow.entities import Metric
+
+        for number, reports in self._reports.items():
+            if not reports.pending:
+                continue
+            self._busy_since = time.monotonic() if self._remote else None
+            if number not in self._runs:  # its start event was lost: open the run at its first report
+                self._start_child(number, reports.pending[0][2])
+            pending, reports.pending = reports.pending, []
+            metrics = [Metric(key, value, ms, step) for key, value, ms, step in pending]
+            for i in range(0, len(metrics), _BATCH_METRICS):
+                self._client.log_batch(self._runs[number], metrics=metrics[i : i + _BATCH_METRICS])
 
     def _log_model(self, run_id: str, record: TrialRecord) -> None:
         """--log-model: the trial's MLflow model directory as the run's `model` artifact."""
@@ -386,10 +452,11 @@ class MlflowTracker(Listener):
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         step: int = 0,
+        ms: int | None = None,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        ts = _now_ms()
+        ts = _now_ms() if ms is None else ms
         self._client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), ts, step) for k, v in (metrics or {}).items()],
