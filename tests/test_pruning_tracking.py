@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 from helpers import run_tune
 from mlflow.tracking import MlflowClient
+from mlflow_fixtures import fresh_store, migrated_store  # noqa: F401 - fixtures
 from test_tracking import MlflowServer, start_mlflow_server, tracking_on
 
 from nbtune._events import SearchInfo
@@ -54,17 +54,9 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty mlflow.db with MLflow's tables (creating them takes seconds, copying the file does not)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture(autouse=True)
-def _fresh_store(migrated_store: Path, tmp_path: Path) -> None:
-    shutil.copy(migrated_store, tmp_path / "mlflow.db")  # where conftest points MLFLOW_TRACKING_URI
+def _fresh(fresh_store: None) -> None:
+    """Every test starts from an empty, migrated MLflow store."""
 
 
 @pytest.fixture(scope="module")

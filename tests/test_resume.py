@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from helpers import run_tune
 from mlflow.tracking import MlflowClient
+from mlflow_fixtures import fresh_store, migrated_store  # noqa: F401 - fixtures
 
 import nbtune
 from nbtune import UsageError
@@ -49,17 +48,9 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty mlflow.db with MLflow's tables (creating them takes seconds, copying the file does not)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture(autouse=True)
-def _fresh_store(migrated_store: Path, tmp_path: Path) -> None:
-    shutil.copy(migrated_store, tmp_path / "mlflow.db")  # where conftest points MLFLOW_TRACKING_URI
+def _fresh(fresh_store: None) -> None:
+    """Every test starts from an empty, migrated MLflow store."""
 
 
 def in_fresh_kernel(line: str, cell: str) -> dict:

@@ -71,10 +71,7 @@ def durations(records: Sequence[TrialRecord], title: str = "trial durations", si
             )
             if len(kept) > 1:
                 ax.legend(fontsize=7)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("seconds", fontsize=8)
-        ax.set_ylabel("trials", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, title, "seconds", "trials")
 
     return _figure(draw, size)
 
@@ -93,10 +90,7 @@ def metric_curve(records: Sequence[TrialRecord], metric: str, mode: str) -> byte
         ax = fig.add_subplot()
         ax.scatter(xs, ys, s=10, color=_OK, label="trial")
         ax.step(xs, best, where="post", color=_BEST, label="best so far")
-        ax.set_title(f"{metric} over trials", fontsize=9)
-        ax.set_xlabel("trial", fontsize=8)
-        ax.set_ylabel(metric, fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, f"{metric} over trials", "trial", metric)
         ax.legend(fontsize=7)
 
     return _render(draw)
@@ -170,13 +164,17 @@ def learning_curves(lines: Sequence[CurveLine], metric: str) -> bytes:
             ax.scatter([e[0] for e in ends], [e[1] for e in ends], s=10, marker=marker, **style)
         ax.autoscale_view()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{metric} by step", fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.set_ylabel(metric, fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, f"{metric} by step", "step", metric)
         ax.legend(fontsize=7)
 
     return _render(draw)
+
+
+def _label(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
 
 
 def _spans_decades(values: Sequence[Any]) -> bool:
