@@ -48,9 +48,11 @@ def test_hyperband_deals_trials_to_brackets_with_longer_grace_periods():
     hb = Hyperband(min_steps=1, eta=3, max_steps=27)
     # Grace periods 1, 3, 9; the last bracket runs every trial to the budget (plain random search).
     assert [b.rungs[:1] for b in hb._brackets] == [[1], [3], [9], []]
-    for tid in range(4):
+    # Dealt as Ray deals: a softmax over the rung counts (3, 2, 1, 0) gives 64%, 24%, 9% and 3%.
+    for tid in range(100):
         hb.decide(tid, 1, 1.0)
-    assert [hb._of[t] for t in range(4)] == hb._brackets
+    shares = [sum(hb._of[t] is b for t in range(100)) for b in hb._brackets]
+    assert shares == [64, 24, 9, 3]
 
 
 def test_median_prunes_below_the_median_of_others_at_the_same_step():

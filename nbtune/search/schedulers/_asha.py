@@ -68,13 +68,28 @@ class Hyperband:
         s_max = int(math.log(max_steps / min_steps, eta) + 1e-9) if max_steps else 2
         self._brackets = [_Bracket(round(min_steps * eta**s), eta, max_steps) for s in range(max(1, s_max + 1))]
         self._of: dict[int, _Bracket] = {}
+        self._counts = [0] * len(self._brackets)  # trials dealt to each bracket
 
     def decide(self, tid: int, step: int, loss: float) -> bool:
         """Prune as the trial's bracket's ASHA would."""
         bracket = self._of.get(tid)
         if bracket is None:
-            bracket = self._of[tid] = self._brackets[len(self._of) % len(self._brackets)]
+            bracket = self._of[tid] = self._deal()
         return bracket.decide(tid, step, loss)
+
+    def _deal(self) -> _Bracket:
+        """The bracket for a new trial: shares by a softmax over the brackets' rung counts, as Ray deals.
+
+        Ray draws at random with these weights; dealing to the bracket furthest below its share keeps
+        the same proportions and a search's decisions reproducible.
+        """
+        sizes = [len(b.rungs) for b in self._brackets]
+        weights = [math.exp(n - max(sizes)) for n in sizes]
+        total, dealt = sum(weights), len(self._of) + 1
+        gaps = [w / total * dealt - c for w, c in zip(weights, self._counts, strict=True)]
+        chosen = gaps.index(max(gaps))
+        self._counts[chosen] += 1
+        return self._brackets[chosen]
 
     def finished(self, tid: int, step: int, completed: bool) -> None:
         """A completed trial tells every bracket the budget."""
