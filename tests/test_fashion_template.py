@@ -59,8 +59,9 @@ def test_three_trials_on_4000_images_reach_70_percent_test_accuracy(ip, monkeypa
     flags = HEADER.removeprefix("%%tune") + " --max-evals 3 --seed 1 --backend local --quiet"
     result = run_tune(ip, flags, shrink(BODY, n_train=4000, epochs=2))
     table = result.to_pandas()
-    assert list(table.status) == ["ok"] * 3, table.error.tolist()
+    # --prune asha may stop a trial after its first epoch; the others run to the end.
+    assert set(table.status) <= {"ok", "pruned"} and "ok" in set(table.status), table.error.tolist()
     assert set(table.structure) <= {"small", "medium", "large"}
     assert table.test_accuracy.max() >= 0.70
     assert (table.val_accuracy > 0.1).all() and (table.val_loss > 0).all()
-    assert result.best_value == table.val_loss.min()
+    assert result.best_value == table[table.status == "ok"].val_loss.min()

@@ -112,6 +112,7 @@ class Objective:
         if reports.pruned:  # even if the cell failed after Keras stopped: the pruning is why it ended
             outcome.status, outcome.value = "pruned", reports.best
             outcome.error = outcome.traceback = None
+            self._read_log_metrics(ns, outcome)  # what the cell computed after a stopped fit
             return outcome
         if outcome.status == "ok":
             self._read_metrics(ns, outcome)
@@ -152,6 +153,9 @@ class Objective:
         if math.isnan(value):
             outcome.status = "failed"
             outcome.error = f"the metric '{self.metric}' is nan (did the training diverge?)"
+        self._read_log_metrics(ns, outcome)
+
+    def _read_log_metrics(self, ns: Mapping[str, Any], outcome: TrialOutcome) -> None:
         for name in self.log_metrics:
             if name in ns:
                 extra = ns[name]
