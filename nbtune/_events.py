@@ -23,7 +23,6 @@ class SearchInfo:
     parallelism: int
     param_names: list[str]
     source: str = ""
-    param_descriptions: dict[str, str] = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     # Called by cancel(), on the caller's thread: the running search's executor stops its trials.
     cancel_hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 
 from nbtune._options import TuneOptions
+from nbtune.search._history import loss_of
 from nbtune.search.schedulers._base import Scheduler, make_scheduler
 
 
@@ -50,7 +51,7 @@ class ReportHub:
             if value is None or self.scheduler is None:
                 return False
             self.metric_seen = True
-            if self.scheduler.decide(tid, step, value if self.mode == "min" else -value):
+            if self.scheduler.decide(tid, step, loss_of(value, self.mode)):
                 self._pruned.add(tid)
                 return True
             return False
