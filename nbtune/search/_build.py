@@ -10,6 +10,7 @@ from nbtune._errors import TuneUsageError
 from nbtune._options import TuneOptions
 from nbtune._text import first_line
 from nbtune.cell._parse import CellSpec
+from nbtune.trial._mlflow_capture import autolog_config
 from nbtune.trial._objective import Objective
 
 
@@ -68,4 +69,5 @@ def build_objective(
         line_offset=spec.line_offset,
         log_model=options.log_model,
         autoreport=options.autoreport,
+        autolog=autolog_config(),
     )

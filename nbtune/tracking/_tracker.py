@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,8 @@ from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune._text import first_line, is_finite_number, shorten
 from nbtune.tracking._links import RunLinks, links_for
+from nbtune.tracking._replay import replay
+from nbtune.trial._mlflow_capture import uri_lock
 from nbtune.trial._records import TrialRecord
 from nbtune.ui import _plots as plots
 
@@ -125,6 +128,7 @@ class MlflowTracker(Listener):
         self._abandoned = False
         self._remote = False
         self._uri = self._options.tracking_uri or ""
+        self._notebook_uri: str | None = None  # MLflow's tracking URI in the notebook, read before any trial
         self._error: str | None = None
         self._warned = False
         self._model_warned = False
@@ -146,6 +150,8 @@ class MlflowTracker(Listener):
     def search_started(self, info: SearchInfo, result: TuneResult) -> None:
         """Start the writer (it imports MLflow and opens the parent run off the search's path)."""
         self._info, self._result = info, result
+        if not self._uri and "mlflow" in sys.modules:  # free now; once a local trial runs, MLflow points at its store
+            self._notebook_uri = sys.modules["mlflow"].get_tracking_uri()
         self._thread = threading.Thread(target=self._write, name="nbtune-mlflow", daemon=True)
         self._thread.start()
 
@@ -250,11 +256,13 @@ class MlflowTracker(Listener):
 
     def _open(self) -> None:
         """Import MLflow, then open the parent run (a new one, or the resumed search's)."""
+        import mlflow
         from mlflow.tracking import MlflowClient
 
         quiet_mlflow_logs()
         assert self._info is not None and self._result is not None
-        client = MlflowClient(tracking_uri=self._options.tracking_uri)
+        with uri_lock:  # a local-backend trial points MLflow at its own store while it runs: not that one
+            client = MlflowClient(tracking_uri=self._uri or self._notebook_uri or mlflow.get_tracking_uri())
         self._uri = client.tracking_uri
         self._remote = self._uri.startswith(("http:", "https:", "databricks"))
         self._busy_since = time.monotonic() if self._remote else None
@@ -296,7 +304,8 @@ class MlflowTracker(Listener):
         if name is None:  # on Databricks: the notebook's own experiment, as MLflow resolves it
             from mlflow.tracking.fluent import _get_experiment_id
 
-            return str(_get_experiment_id())
+            with uri_lock:
+                return str(_get_experiment_id())
         found = client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
@@ -363,6 +372,9 @@ class MlflowTracker(Listener):
             self._log_model(run_id, record)
             tags["nbtune.model"] = str(record.model_uri)  # so --resume knows the trial has one
         self._log(run_id, metrics, params, tags, step=step, ms=end_log_ms)
+        if record.mlflow_runs:  # what the cell logged itself
+            replay(self._client, self._experiment_id, run_id, record.mlflow_runs, taken=params)
+            record.mlflow_runs = []
         if record.status == "failed":
             if record.traceback:
                 self._client.log_text(run_id, record.traceback, "traceback.txt")

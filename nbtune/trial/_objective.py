@@ -20,6 +20,7 @@ from typing import Any
 # Spark workers import this module: keep its imports light (no IPython, hyperopt, pandas).
 from nbtune._text import as_number, shorten
 from nbtune.trial._keras import watch as watch_keras
+from nbtune.trial._mlflow_capture import TrialCapture
 from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._report import Reporter, TrialPruned, TrialReports, reporting
 from nbtune.trial._timeouts import TrialTimeout, time_limit
@@ -59,6 +60,7 @@ class Objective:
     line_offset: int = 0
     log_model: bool = False
     autoreport: bool = True  # Keras' model.fit reports each epoch (see trial/_keras)
+    autolog: dict[str, dict[str, Any]] = field(default_factory=dict)  # the notebook's MLflow autologging
     _code: CodeType | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -91,24 +93,30 @@ class Objective:
         reports = TrialReports(send=reporter, metric=self.metric, mode=self.mode, autoreport=self.autoreport)
         if self.autoreport:
             watch_keras()
-        try:
-            with (
-                contextlib.redirect_stdout(buf),
-                contextlib.redirect_stderr(buf),
-                time_limit(request.timeout),
-                reporting(reports),
-            ):
-                exec(self.code, ns)
-        except TrialPruned:
-            pass  # nbtune.report ended the cell: what it reported is the result
-        except Exception as exc:
-            outcome.timed_out = isinstance(exc, TrialTimeout)
-            outcome.status = "failed"
-            outcome.error = _one_line(exc)
-            outcome.traceback = _cell_traceback(exc)
+        # Outermost, so that the cell's MLflow runs end after its time limit and its reports are over.
+        with TrialCapture(f"trial {request.tid}", self.autolog) as capture:
+            try:
+                with (
+                    contextlib.redirect_stdout(buf),
+                    contextlib.redirect_stderr(buf),
+                    time_limit(request.timeout),
+                    reporting(reports),
+                ):
+                    exec(self.code, ns)
+            except TrialPruned:
+                pass  # nbtune.report ended the cell: what it reported is the result
+            except Exception as exc:
+                outcome.timed_out = isinstance(exc, TrialTimeout)
+                outcome.status = "failed"
+                outcome.error = _one_line(exc)
+                outcome.traceback = _cell_traceback(exc)
+            capture.status = "pruned" if reports.pruned else outcome.status
         outcome.duration = time.perf_counter() - start
         outcome.output = buf.text()
         outcome.step = reports.step
+        outcome.mlflow_runs = capture.collect()
+        if capture.problem:
+            outcome.output += f"\n{capture.problem}\n"
         if reports.pruned:  # even if the cell failed after Keras stopped: the pruning is why it ended
             outcome.status, outcome.value = "pruned", reports.best
             outcome.error = outcome.traceback = None

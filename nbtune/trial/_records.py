@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nbtune.trial._mlflow_capture import CapturedRun
+
 Status = Literal["ok", "failed", "cancelled", "pruned"]
 Curve = list[tuple[int, dict[str, float]]]  # (step, metrics) of each `nbtune.report`
 ReportFn = Callable[[int, int, dict[str, float]], bool]  # (tid, step, metrics) -> prune it?
@@ -40,6 +42,7 @@ class TrialOutcome:
     lost: bool = False  # the worker died under the trial: the driver may retry it once
     model: bytes | None = field(default=None, repr=False)  # --log-model: a zipped MLflow model directory
     model_error: str | None = None  # --log-model: why the model could not be saved
+    mlflow_runs: list[CapturedRun] = field(default_factory=list, repr=False)  # what the cell logged to MLflow
 
 
 @dataclass(kw_only=True)
@@ -66,6 +69,7 @@ class TrialRecord:
     model_uri: str | None = None  # --log-model: "runs:/<run id>/model", once logged
     step: int = 0  # the last step the trial reported
     curve: Curve = field(default_factory=list, repr=False)  # its reports, as the driver received them
+    mlflow_runs: list[CapturedRun] = field(default_factory=list, repr=False)  # dropped once written to MLflow
 
     @classmethod
     def from_outcome(
@@ -89,4 +93,5 @@ class TrialRecord:
             model=o.model,
             model_error=o.model_error,
             step=o.step,
+            mlflow_runs=o.mlflow_runs,
         )
