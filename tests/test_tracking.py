@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import warnings
@@ -53,10 +54,11 @@ class MlflowServer:
                 self.process.wait(10)
 
 
-def start_mlflow_server(root: Path) -> MlflowServer:
+def start_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 over a sqlite store in `root` (the same store again if restarted)."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = root / "server.log"
+    port = port or free_port()
+    log = root / f"server-{time.time_ns()}.log"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     command += [
         "--backend-store-uri",
@@ -213,43 +215,109 @@ def test_the_tune_api_tracks_with_the_same_options(server):
     assert all(r.mlflow_run_id for r in result.records)
 
 
-def test_stopping_the_server_mid_search_warns_once_and_keeps_every_trial(ip, tmp_path, monkeypatch, caplog):
+def quick_http_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's HTTP client gives up on a silent server in seconds instead of minutes (nbtune then retries)."""
     monkeypatch.setattr(_tracker, "STALL_SECONDS", 5.0)
-    srv = start_mlflow_server(tmp_path / "doomed")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
-    def stop_once_a_trial_is_tracked() -> None:
-        client, deadline = MlflowClient(srv.url), time.monotonic() + 120
-        while time.monotonic() < deadline:
-            experiment = client.get_experiment_by_name("nbtune")
-            if experiment and client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'"):
-                break
-            time.sleep(0.2)
-        srv.stop()
+
+def stop_after_a_tracked_trial(srv: MlflowServer) -> None:
+    """Stop `srv` once the search's first trial is FINISHED in it."""
+    client, deadline = MlflowClient(srv.url), time.monotonic() + 120
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("nbtune")
+        if experiment and client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'"):
+            break
+        time.sleep(0.2)
+    srv.stop()
+
+
+def assert_all_in_the_store(url: str, result: nbtune.TuneResult) -> None:
+    client = MlflowClient(url)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    kids = children(client, parent.info.run_id, parent.info.experiment_id)
+    assert sorted(k.info.run_id for k in kids) == sorted(r.mlflow_run_id for r in result.records)
+    assert {k.info.status for k in kids} == {"FINISHED"}
+    assert {float(k.data.metrics["loss"]) for k in kids} == {r.value for r in result.records}
+    csv = client.download_artifacts(parent.info.run_id, "trials.csv")  # the summary came after the outage
+    assert len(Path(csv).read_text().splitlines()) == len(result.records) + 1
+
+
+def test_a_server_that_stops_mid_search_and_comes_back_gets_every_trial(ip, tmp_path, monkeypatch, caplog):
+    quick_http_retries(monkeypatch)
+    root = tmp_path / "flaky"
+    srv = start_mlflow_server(root)
+    port = int(srv.url.rsplit(":", 1)[1])
+    servers = [srv]
+
+    back = threading.Event()
+
+    def outage() -> None:
+        stop_after_a_tracked_trial(srv)
+        time.sleep(8)  # long enough for nbtune to notice (STALL_SECONDS is 5 here)
+        servers.append(start_mlflow_server(root, port))
+        back.set()
 
     try:
         tracking_on(ip)
-        ip.user_ns.update(stop_server=stop_once_a_trial_is_tracked, finished=[])
+        start_outage = lambda: threading.Thread(target=outage, daemon=True).start()  # noqa: E731
+        ip.user_ns.update(start_outage=start_outage, back=back, finished=[])
+        # Trials go on while the server is down; the 10th waits until it is back, so some come after.
         cell = "import time\nx = 1.0  # tune: uniform(0, 1)\nfinished.append(x)\n"
-        cell += "if len(finished) == 4:\n    stop_server()\ntime.sleep(0.2)\nloss = x\n"
+        cell += "if len(finished) == 3:\n    start_outage()\nif len(finished) == 10:\n    back.wait(180)\n"
+        cell += "time.sleep(0.5)\nloss = x\n"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = run_tune(ip, f"--max-evals 12 --tracking-uri {srv.url} --quiet", cell)
+        tracking = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
+        assert len(tracking) == 1 and tracking[0].startswith(f"nbtune: MLflow at {srv.url} is not answering (")
+        assert tracking[0].endswith(
+            "the search goes on, every trial is in `_tune` and goes to MLflow when it answers again"
+        )
+        assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # urllib3's retries stay quiet
+        assert len(result.records) == 12 and {r.status for r in result.records} == {"ok"}
+        assert_all_in_the_store(srv.url, result)
     finally:
-        srv.stop()
-    tracking = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
-    assert tracking == [
-        f"nbtune: MLflow tracking at {srv.url} stopped (the store did not answer for 5 s); "
-        "the search goes on and every trial is in `_tune`"
-    ]
-    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # urllib3's retries stay quiet
-    assert ip.user_ns["_tune"] is result
-    assert len(result.records) == 12 and {r.status for r in result.records} == {"ok"}
-    assert result.records[0].mlflow_run_id is not None  # logged before the outage
-    assert result.records[-1].mlflow_run_id is None
+        for server in servers:
+            server.stop()
 
 
-def test_an_unreachable_store_warns_once_and_the_search_completes(ip, monkeypatch):
-    monkeypatch.setattr(_tracker, "STALL_SECONDS", 5.0)
+def test_a_server_down_at_the_end_gets_the_rest_in_the_background_and_resume_waits_for_it(ip, tmp_path, monkeypatch):
+    quick_http_retries(monkeypatch)
+    root = tmp_path / "down"
+    srv = start_mlflow_server(root)
+    port = int(srv.url.rsplit(":", 1)[1])
+    servers = [srv]
+    try:
+        tracking_on(ip)
+        ip.user_ns.update(stop_server=lambda: stop_after_a_tracked_trial(srv), finished=[])
+        cell = "import time\nx = 1.0  # tune: uniform(0, 1)\nfinished.append(x)\n"
+        cell += "if len(finished) == 3:\n    stop_server()\ntime.sleep(0.2)\nloss = x\n"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            started = time.monotonic()
+            result = run_tune(ip, f"--max-evals 8 --tracking-uri {srv.url} --quiet", cell)
+            waited = time.monotonic() - started
+        tracking = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
+        assert len(tracking) == 2 and "is not answering (" in tracking[0]
+        assert tracking[1].startswith(f"nbtune: MLflow at {srv.url} is not answering: ")
+        assert "of 8 trials and the search's summary are not in it yet" in tracking[1]
+        assert waited < 90  # the notebook is not held until the store comes back
+        assert len(result.records) == 8 and any(r.mlflow_run_id is None for r in result.records)
+        servers.append(start_mlflow_server(root, port))
+        # What `--resume` does first: wait for the earlier search's writer to catch up.
+        assert _tracker.wait_for_background(180)
+        assert_all_in_the_store(srv.url, result)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_an_unreachable_store_warns_and_the_search_completes(ip, monkeypatch):
+    quick_http_retries(monkeypatch)
     tracking_on(ip)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -257,7 +325,8 @@ def test_an_unreachable_store_warns_once_and_the_search_completes(ip, monkeypatc
         result = run_tune(
             ip, f"--max-evals 5 --tracking-uri {uri} --quiet", "x = 1.0  # tune: uniform(0, 1)\nloss = x\n"
         )
-    assert len([w for w in caught if issubclass(w.category, TrackingWarning)]) == 1
+    tracking = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
+    assert len(tracking) == 2 and "0 of 5 trials" not in tracking[1] and "5 of 5 trials" in tracking[1]
     assert len(result.records) == 5 and result.best_value is not None and result.parent_run_id is None
 
 

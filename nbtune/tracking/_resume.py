@@ -36,10 +36,12 @@ def load_bounded(options: TuneOptions, source: str, space: SearchSpace) -> TuneR
         except Exception as exc:
             box["error"] = exc
 
+    stall = _tracker.STALL_SECONDS
+    if not _tracker.wait_for_background(stall, uri):  # an earlier search's trials still wait for the store
+        raise TuneUsageError(f"--resume: MLflow at {uri} did not answer in {stall:.0f} s")
     # MLflow's HTTP client retries an unreachable server for minutes; local stores are only ever slow.
     thread = threading.Thread(target=load, name="nbtune-resume", daemon=True)
     thread.start()
-    stall = _tracker.STALL_SECONDS
     thread.join(stall if uri.startswith(("http:", "https:", "databricks")) else None)
     if thread.is_alive():
         raise TuneUsageError(f"--resume: MLflow at {uri} did not answer in {stall:.0f} s")

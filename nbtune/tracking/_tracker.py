@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,14 @@ from nbtune.trial._mlflow_capture import uri_lock
 from nbtune.trial._records import TrialRecord
 from nbtune.ui import _plots as plots
 
-# A call to a remote store that makes no progress for this long counts as an outage: tracking stops, the
-# search goes on. (MLflow's HTTP client retries a refused connection for minutes: waiting for its error is
-# no option.) Local stores (sqlite, files) fail fast when they fail, but can be slow on a busy machine
-# (creating a new mlflow.db took 25 s here under load), so they are never timed out.
+# A call to a remote store that makes no progress for this long counts as an outage: the user is told, the
+# search goes on and the writer catches up once the store answers. (MLflow's HTTP client retries a refused
+# connection for minutes.) Local stores (sqlite, files) fail fast when they fail, but can be slow on a busy
+# machine (creating a new mlflow.db took 25 s here under load), so they are never timed out.
 STALL_SECONDS = 30.0
+OUTAGE_PATIENCE = 24 * 3600.0  # seconds without an answer before the writer gives up what waits
+# Writers whose search has ended while their store was down; they finish once it answers.
+_BACKGROUND: set[MlflowTracker] = set()
 CELL_HASH_TAG = "nbtune.cell_hash"
 # On a child run whose trial reported: {"reports": N, "keys": [metric names]}. Each report is logged with
 # its own timestamp, so --resume regroups the first N timestamps of those keys' histories into the curve.
@@ -125,7 +128,11 @@ class MlflowTracker(Listener):
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._done = threading.Event()
         self._busy_since: float | None = None  # when the writer's current call to a remote store began
-        self._abandoned = False
+        self._abandoned = False  # the store failed for good: tracking is over
+        self._down_since: float | None = None  # when the store stopped answering (time.monotonic)
+        self._outage: str | None = None  # the last error of a store that does not answer
+        self._outage_warned = False
+        self._wake = threading.Event()  # cuts short the writer's pause between tries
         self._remote = False
         self._uri = self._options.tracking_uri or ""
         self._notebook_uri: str | None = None  # MLflow's tracking URI in the notebook, read before any trial
@@ -176,68 +183,126 @@ class MlflowTracker(Listener):
         self._check()
 
     def search_finished(self, result: TuneResult) -> None:
-        """Queue the summary and artifacts, then wait until the writer is done (or the store is down)."""
+        """Queue the summary and artifacts, then wait until the writer is done, or the store is down.
+
+        A store that is down does not hold the notebook: the writer goes on in the background and
+        writes what waits once the store answers again (`--resume` waits for it first).
+        """
         self._queue.put(("end", _now_ms()))
+        self._wake.set()  # a writer pausing between tries tries again now
+        ended = time.monotonic()
         try:
             while not self._done.wait(0.1):
-                if self._check():
-                    break
+                down = self._outage_started()
+                if self._check() or (down is not None and time.monotonic() - max(down, ended) > STALL_SECONDS):
+                    break  # the store is down: what waits is left to the background
         except KeyboardInterrupt:
-            self._give_up("interrupted while writing the last runs")
+            pass  # the writer goes on in the background
         self._check()
+        if not self._done.is_set() and not self._abandoned:
+            _BACKGROUND.add(self)
+            waiting = sum(1 for r in result.records if r.mlflow_run_id is None)
+            warnings.warn(
+                f"nbtune: MLflow{self._where()} is not answering: {waiting} of {len(result.records)} trials and the"
+                " search's summary are not in it yet. nbtune writes them when it answers again (keep this kernel"
+                " running; `--resume` waits for them)",
+                TrackingWarning,
+                stacklevel=2,
+            )
+
+    def _outage_started(self) -> float | None:
+        """Since when (time.monotonic) the store has not answered, None if it answers."""
+        if self._down_since is not None:
+            return self._down_since
+        busy = self._busy_since
+        if busy is not None and time.monotonic() - busy > STALL_SECONDS:
+            return busy
+        return None
+
+    def _where(self) -> str:
+        return f" at {self._uri}" if self._uri else ""
 
     def _check(self) -> bool:
-        """Warn (once) about an error or a stalled store; True if tracking is over."""
-        busy = self._busy_since
-        if not self._abandoned and busy is not None and time.monotonic() - busy > STALL_SECONDS:
-            self._give_up(f"the store did not answer for {STALL_SECONDS:.0f} s")
+        """Warn (once) about a store that stopped answering or failed; True if tracking is over."""
+        if not self._outage_warned and self._outage_started() is not None:
+            self._outage_warned = True
+            why = self._outage or f"no answer for {STALL_SECONDS:.0f} s"
+            warnings.warn(
+                f"nbtune: MLflow{self._where()} is not answering ({why}); the search goes on, every trial is in"
+                f" `{self._options.out}` and goes to MLflow when it answers again",
+                TrackingWarning,
+                stacklevel=2,
+            )
         if self._error is not None and not self._warned:
             self._warned = True
-            where = f" at {self._uri}" if self._uri else ""
             warnings.warn(
-                f"nbtune: MLflow tracking{where} stopped ({self._error}); "
+                f"nbtune: MLflow tracking{self._where()} stopped ({self._error}); "
                 f"the search goes on and every trial is in `{self._options.out}`",
                 TrackingWarning,
                 stacklevel=2,
             )
         return self._abandoned or self._done.is_set()
 
-    def _give_up(self, why: str) -> None:
-        self._abandoned = True
-        self._error = self._error or why
+    @property
+    def uri(self) -> str:
+        """The tracking URI it writes to (once the writer has resolved it)."""
+        return self._uri
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait for the writer to finish; True if it has."""
+        return self._done.wait(timeout)
 
     # -- the writer thread --------------------------------------------------------------------
 
     def _write(self) -> None:
         try:
-            self._open()
-            while not self._abandoned:
+            self._retrying(self._open)
+            while True:
                 for event in self._next_batch():
-                    if self._abandoned:
-                        return
                     if event[0] == "report":
                         self._add_report(event[1], event[2], event[3], event[4])
                         continue  # logged together with the batch's other reports
-                    self._busy_since = time.monotonic() if self._remote else None
                     if event[0] == "start":
-                        self._start_child(event[1], event[2])
+                        self._retrying(self._start_child, event[1], event[2])
                     elif event[0] == "finish":
-                        self._flush_reports()  # a trial's reports go before its final values
-                        self._finish_child(event[1], event[2], event[3])
+                        self._retrying(self._flush_reports)  # a trial's reports go before its final values
+                        self._retrying(self._finish_child, event[1], event[2], event[3])
                     else:
-                        self._flush_reports()
-                        self._close(event[1])
+                        self._retrying(self._flush_reports)
+                        self._retrying(self._close, event[1])
                         return
-                    self._busy_since = None
-                self._flush_reports()
-                self._busy_since = None
-                self._log_best()
+                self._retrying(self._flush_reports)
+                self._retrying(self._log_best)
         except Exception as exc:
-            if not self._abandoned:
-                self._error = shorten(first_line(exc), 200)
+            self._abandoned = True
+            self._error = shorten(first_line(exc), 200)
         finally:
             self._busy_since = None
             self._done.set()
+            _BACKGROUND.discard(self)
+
+    def _retrying(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of the writer; while a remote store is unreachable, try it again and again."""
+        pause = 1.0
+        while True:
+            self._busy_since = time.monotonic() if self._remote else None
+            try:
+                step(*args)
+                self._down_since = self._outage = None
+                return
+            except Exception as exc:
+                if not self._remote or not _unreachable(exc):
+                    raise
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                self._outage = shorten(first_line(exc), 200)
+                if time.monotonic() - self._down_since > OUTAGE_PATIENCE:
+                    raise
+            finally:
+                self._busy_since = None
+            if self._wake.wait(pause):
+                self._wake.clear()
+            pause = min(pause * 2, 30.0)
 
     def _next_batch(self) -> list[tuple[Any, ...]]:
         """Events that came together, taken once the queue has been quiet for a moment.
@@ -265,7 +330,6 @@ class MlflowTracker(Listener):
             client = MlflowClient(tracking_uri=self._uri or self._notebook_uri or mlflow.get_tracking_uri())
         self._uri = client.tracking_uri
         self._remote = self._uri.startswith(("http:", "https:", "databricks"))
-        self._busy_since = time.monotonic() if self._remote else None
         self._client = client
         self._store = getattr(getattr(client, "_tracking_client", None), "store", None)
         self._links = links_for(client.tracking_uri, self._options.mlflow_ui_url)
@@ -273,7 +337,9 @@ class MlflowTracker(Listener):
         flags = opts.logged()
         flags.update(backend=info.backend, parallelism=info.parallelism, log_metrics=",".join(opts.log_metrics))
         tags = {"nbtune.search_id": self._search_id, "nbtune.flags": shorten(json.dumps(flags, default=str), _TAG_MAX)}
-        if result.parent_run_id:  # --resume: the same parent run gets the new children
+        if self._parent_id:  # opened already, before the store stopped answering
+            pass
+        elif result.parent_run_id:  # --resume: the same parent run gets the new children
             parent = client.get_run(result.parent_run_id)
             self._experiment_id, self._parent_id = parent.info.experiment_id, parent.info.run_id
             self._update(self._parent_id, "RUNNING", None)
@@ -296,7 +362,6 @@ class MlflowTracker(Listener):
             client.log_text(self._parent_id, info.source, "cell.py")
         result.parent_run_id = self._parent_id
         result.parent_url = self._links.run_url(self._experiment_id, self._parent_id)
-        self._busy_since = None
         _warm_up()
 
     def _experiment(self, client: Any) -> str:
@@ -345,7 +410,7 @@ class MlflowTracker(Listener):
         if record.number not in self._runs:  # finished without a start event: open it now
             self._start_child(record.number, end_ms - int(record.duration * 1000))
         run_id = self._runs[record.number]
-        reports = self._reports.pop(record.number, None)
+        reports = self._reports.get(record.number)
         metrics = {"duration": record.duration}
         if is_finite_number(record.value):
             metrics[self._options.metric] = record.value  # type: ignore[assignment]
@@ -381,6 +446,7 @@ class MlflowTracker(Listener):
             if record.output:
                 self._client.log_text(run_id, record.output, "output.txt")
         self._update(run_id, _RUN_STATUS[record.status], end_ms)
+        self._reports.pop(record.number, None)
         record.mlflow_run_id = run_id
         record.mlflow_url = self._links.run_url(self._experiment_id, run_id)
 
@@ -401,13 +467,12 @@ class MlflowTracker(Listener):
         for number, reports in self._reports.items():
             if not reports.pending:
                 continue
-            self._busy_since = time.monotonic() if self._remote else None
             if number not in self._runs:  # its start event was lost: open the run at its first report
                 self._start_child(number, reports.pending[0][2])
-            pending, reports.pending = reports.pending, []
-            metrics = [Metric(key, value, ms, step) for key, value, ms, step in pending]
+            metrics = [Metric(key, value, ms, step) for key, value, ms, step in reports.pending]
             for i in range(0, len(metrics), _BATCH_METRICS):
                 self._client.log_batch(self._runs[number], metrics=metrics[i : i + _BATCH_METRICS])
+            del reports.pending[: len(metrics)]  # only once logged: a store that is down gets them again
 
     def _log_model(self, run_id: str, record: TrialRecord) -> None:
         """--log-model: the trial's MLflow model directory as the run's `model` artifact."""
@@ -425,10 +490,8 @@ class MlflowTracker(Listener):
         result = self._result
         if result is None or result.best_value is None or result.best_value == self._best_logged:
             return
-        self._best_logged = result.best_value
-        self._busy_since = time.monotonic() if self._remote else None
         self._log(self._parent_id, {f"best_{result.metric}": result.best_value}, step=len(result.records))
-        self._busy_since = None
+        self._best_logged = result.best_value
 
     def _close(self, end_ms: int) -> None:
         """The summary on the parent: best value and parameters, counts, artifacts, final status."""
@@ -484,6 +547,23 @@ class MlflowTracker(Listener):
             self._store.update_run_info(run_id, RunStatus.from_string(status), end_ms, None)
         elif status != "RUNNING":
             self._client.set_terminated(run_id, status, end_ms)
+
+
+def wait_for_background(timeout: float, uri: str | None = None) -> bool:
+    """Wait (at most `timeout` s in all) for earlier searches' writers (to `uri`) to catch up; True if they did."""
+    deadline = time.monotonic() + timeout
+    waiting = [t for t in list(_BACKGROUND) if uri is None or t.uri == uri]
+    return all(tracker.wait(max(0.0, deadline - time.monotonic())) for tracker in waiting)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether an error says the store could not be reached (rather than that it refused what was sent)."""
+    text = str(exc)
+    if text.startswith("API request to ") and " failed with " in text:
+        return True  # MLflow's HTTP client, after its own retries: refused, reset, timed out
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return getattr(exc, "error_code", None) == "TEMPORARILY_UNAVAILABLE"
 
 
 def _warm_up() -> None:
