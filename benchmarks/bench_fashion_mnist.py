@@ -6,8 +6,12 @@ machine's parallelism, with timers added around its steps and recorded as --log-
 runs on hyperopt's SparkTrials in the same Spark session, capped at --sparktrials-cap times the
 pool's wall time, and the two are compared.
 
+With --compare-prune, the same search (same seed) runs without pruning and then with `--prune asha`,
+and the two are compared: the wall time ratio and the best trial's test accuracy.
+
     NBTUNE_DATA_DIR=../shared/data/fashion-mnist .venv/bin/python benchmarks/bench_fashion_mnist.py
     .venv/bin/python benchmarks/bench_fashion_mnist.py --max-evals 8 --epochs 3 --sparktrials
+    .venv/bin/python benchmarks/bench_fashion_mnist.py --compare-prune --quiet
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ def timed_cell(n_train: int, epochs: int) -> str:
     return cell
 
 
-def run(backend: str, cell: str, args: argparse.Namespace, timeout: float | None = None) -> nbtune.TuneResult:
+def run(
+    backend: str, cell: str, args: argparse.Namespace, timeout: float | None = None, prune: str = "none"
+) -> nbtune.TuneResult:
     """One search of the timed cell on `backend`."""
     return nbtune.tune(
         cell,
@@ -66,6 +72,7 @@ def run(backend: str, cell: str, args: argparse.Namespace, timeout: float | None
         timeout=timeout,
         mlflow=not args.no_mlflow,
         quiet=args.quiet,
+        prune=prune,
     )
 
 
@@ -73,8 +80,10 @@ def describe(name: str, result: nbtune.TuneResult) -> dict[str, float]:
     """Print one search's figures; return them for the comparison."""
     table = result.to_pandas()
     ok = table[table.status == "ok"]
-    best = ok.loc[ok.val_loss.idxmin()] if len(ok) else None
-    print(f"\n== {name}: {result.backend} x {result.parallelism}, {len(table)} trials ({len(ok)} ok)")
+    done = table[table.status.isin(["ok", "pruned"])]  # a pruned trial's val_loss is the best it reported
+    best = done.loc[done.val_loss.idxmin()] if len(done) else None
+    counts = ", ".join(f"{n} {status}" for status, n in table.status.value_counts().items())
+    print(f"\n== {name}: {result.backend} x {result.parallelism}, {len(table)} trials ({counts})")
     print(f"wall time: {result.wall_time:.0f} s; sum of trial durations: {table.duration.sum():.0f} s")
     print(f"slot efficiency: {table.duration.sum() / (result.wall_time * result.parallelism):.2f}")
     if best is not None:
@@ -108,6 +117,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sparktrials", action="store_true", help="also run the search with hyperopt's SparkTrials")
     parser.add_argument("--sparktrials-cap", type=float, default=2.0, help="SparkTrials time limit / pool wall time")
+    parser.add_argument("--compare-prune", action="store_true", help="run without pruning, then with --prune asha")
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -118,6 +128,19 @@ def main() -> None:
         f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.1f}"
     )
     started = time.monotonic()
+    if args.compare_prune:
+        # Both searches on warm workers: a short search first imports TensorFlow on each of them.
+        warm = argparse.Namespace(**{**vars(args), "max_evals": os.cpu_count() or 2, "no_mlflow": True, "quiet": True})
+        run("spark", timed_cell(1000, 1), warm)
+        print(f"workers warmed up in {time.monotonic() - started:.0f} s")
+        plain = describe("no pruning", run("spark", cell, args))
+        asha = describe("--prune asha", run("spark", cell, args, prune="asha"))
+        print(
+            f"\nASHA / no pruning wall time: {asha['wall'] / plain['wall']:.2f} (target <= 0.5); best test accuracy "
+            f"{asha['best']:.4f} vs {plain['best']:.4f}, gap {plain['best'] - asha['best']:+.4f} (target <= 0.003)"
+        )
+        print(f"total {time.monotonic() - started:.0f} s; load average after: {os.getloadavg()[0]:.1f}")
+        return
     pool = describe("nbtune Spark pool", run("spark", cell, args))
     if args.sparktrials:
         cap = args.sparktrials_cap * pool["wall"]
