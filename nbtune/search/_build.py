@@ -70,4 +70,5 @@ def build_objective(
         log_model=options.log_model,
         autoreport=options.autoreport,
         autolog=autolog_config(),
+        keep_mlflow=options.mlflow,
     )

@@ -46,7 +46,7 @@ _STATUS = {"ok": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "cancelled"
 # Held while this process's MLflow points at a trial's store. The driver's MLflow writer takes it to read
 # the notebook's tracking URI and experiment, as a local-backend trial runs in the notebook's own process.
 uri_lock = threading.RLock()
-_autolog_applied = False
+_autolog_sent: dict[str, dict[str, Any]] = {}  # the autologging this process was asked for last
 
 
 @dataclass(kw_only=True)
@@ -121,7 +121,8 @@ class TrialCapture:
         self.problem: str | None = None  # why what the cell logged could not be collected
 
     def __enter__(self) -> TrialCapture:
-        if "mlflow" in sys.modules and hasattr(sys.modules["mlflow"], "start_run"):
+        # With autologging on in the notebook, MLflow is needed whether or not the cell imports it.
+        if self._autolog or ("mlflow" in sys.modules and hasattr(sys.modules["mlflow"], "start_run")):
             self._activate()
         else:  # the cell may import MLflow itself: start recording the moment it does
             self._finder = _MlflowFinder(self._activate)
@@ -190,6 +191,12 @@ class TrialCapture:
         finally:
             uri_lock.release()
 
+    def discard(self) -> None:
+        """Remove the trial's store unread (tracking is off)."""
+        tmp, self._root, self._tmp = self._tmp, None, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def collect(self) -> list[CapturedRun]:
         """The runs the trial's store holds (the trial's own first); removes the store. Empty if MLflow was unused."""
         root, tmp, self._root, self._tmp = self._root, self._tmp, None, None
@@ -213,24 +220,29 @@ def capturing(name: str, autolog: dict[str, dict[str, Any]] | None = None) -> It
 
 
 def _turn_on_autolog(config: dict[str, dict[str, Any]]) -> None:
-    """The notebook's autologging, once per worker process (the notebook's own process has it already)."""
-    global _autolog_applied
-    if _autolog_applied or not config:
+    """The notebook's autologging in this process too: a Spark worker does not inherit it.
+
+    In the notebook's own process (the local backend) every flavour is already as the notebook set it.
+    """
+    global _autolog_sent
+    if config == _autolog_sent:
         return
-    _autolog_applied = True
     from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
 
+    wanted = dict(config)
+    for flavor in _autolog_sent.keys() - config.keys():  # turned on for an earlier search, off in the notebook now
+        wanted[flavor] = {"disable": True}
     # The universal `mlflow.autolog()` first: flavour-specific settings made after it override its own.
-    for flavor in sorted(config, key=lambda f: f != "mlflow"):
-        if flavor in AUTOLOGGING_INTEGRATIONS:
-            continue  # on this process already
+    for flavor in sorted(wanted, key=lambda f: f != "mlflow"):
+        settings = wanted[flavor]
+        if AUTOLOGGING_INTEGRATIONS.get(flavor) == settings:
+            continue
         module = "mlflow" if flavor == "mlflow" else f"mlflow.{flavor}"
-        settings = dict(config[flavor])
-        settings.pop("disable", None)
         try:
             importlib.import_module(module).autolog(**settings)
         except Exception as exc:
             warnings.warn(f"nbtune: {module}.autolog() failed on this worker: {exc}", RuntimeWarning, stacklevel=2)
+    _autolog_sent = config
 
 
 def _read_store(root: Path, trial_run: str | None) -> list[CapturedRun]:

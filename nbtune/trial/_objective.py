@@ -61,6 +61,7 @@ class Objective:
     log_model: bool = False
     autoreport: bool = True  # Keras' model.fit reports each epoch (see trial/_keras)
     autolog: dict[str, dict[str, Any]] = field(default_factory=dict)  # the notebook's MLflow autologging
+    keep_mlflow: bool = True  # send what the cell logs to MLflow back (tracking on), or drop it
     _code: CodeType | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -114,7 +115,10 @@ class Objective:
         outcome.duration = time.perf_counter() - start
         outcome.output = buf.text()
         outcome.step = reports.step
-        outcome.mlflow_runs = capture.collect()
+        if self.keep_mlflow:
+            outcome.mlflow_runs = capture.collect()
+        else:
+            capture.discard()
         if capture.problem:
             outcome.output += f"\n{capture.problem}\n"
         if reports.pruned:  # even if the cell failed after Keras stopped: the pruning is why it ended
