@@ -28,7 +28,7 @@ from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune._text import first_line, is_finite_number, shorten
 from nbtune.tracking._links import RunLinks, links_for
-from nbtune.tracking._replay import replay
+from nbtune.tracking._replay import log_batches, own_entities, replay
 from nbtune.trial._mlflow_capture import uri_lock
 from nbtune.trial._records import TrialRecord
 from nbtune.ui import _plots as plots
@@ -48,6 +48,7 @@ CURVE_TAG = "nbtune.curve"
 _BATCH_METRICS = 1000  # MLflow's limit of metrics in one log_batch
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
 _SETTLE, _MAX_DELAY = 0.05, 1.0  # seconds: quiet wanted before the writer works, longest wait for it
+_SWITCH_INTERVAL = 0.001  # seconds: the GIL's switch interval while a search writes to MLflow
 _RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "KILLED"}
 
 
@@ -147,10 +148,12 @@ class MlflowTracker(Listener):
         self._experiment_id = ""
         self._parent_id = ""
         self._runs: dict[int, str] = {}  # trial number -> child run id
+        self._artifact_uris: dict[str, str] = {}  # child run id -> its artifact location
         self._reports: dict[int, _Reports] = {}  # trial number -> its reports (writer thread only)
         self._best_logged: float | None = None
         self._search_id = uuid.uuid4().hex
         self._thread: threading.Thread | None = None
+        self._switch_interval = sys.getswitchinterval()
 
     # -- the search's side: never blocks, never raises ------------------------------------------
 
@@ -160,6 +163,10 @@ class MlflowTracker(Listener):
         if not self._uri and "mlflow" in sys.modules:  # free now; once a local trial runs, MLflow points at its store
             self._notebook_uri = sys.modules["mlflow"].get_tracking_uri()
         self._thread = threading.Thread(target=self._write, name="nbtune-mlflow", daemon=True)
+        # The writer's Python work holds the GIL; the search's threads, woken by a trial's end, wait up to the
+        # switch interval (5 ms) at every hand-over. Shorter while the search runs, so they wait less.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, _SWITCH_INTERVAL))
         self._thread.start()
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
@@ -188,6 +195,7 @@ class MlflowTracker(Listener):
         A store that is down does not hold the notebook: the writer goes on in the background and
         writes what waits once the store answers again (`--resume` waits for it first).
         """
+        sys.setswitchinterval(self._switch_interval)
         self._queue.put(("end", _now_ms()))
         self._wake.set()  # a writer pausing between tries tries again now
         ended = time.monotonic()
@@ -405,6 +413,7 @@ class MlflowTracker(Listener):
         }
         run = self._client.create_run(self._experiment_id, start_time=start_ms, tags=tags, run_name=f"trial {number}")
         self._runs[number] = run.info.run_id
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
 
     def _finish_child(self, record: TrialRecord, vals: dict[str, list[Any]], end_ms: int) -> None:
         if record.number not in self._runs:  # finished without a start event: open it now
@@ -436,9 +445,18 @@ class MlflowTracker(Listener):
         if record.model is not None:
             self._log_model(run_id, record)
             tags["nbtune.model"] = str(record.model_uri)  # so --resume knows the trial has one
-        self._log(run_id, metrics, params, tags, step=step, ms=end_log_ms)
-        if record.mlflow_runs:  # what the cell logged itself
-            replay(self._client, self._experiment_id, run_id, record.mlflow_runs, taken=params)
+        # What the cell logged to the trial's run goes in the same batch. nbtune's values come last (latest
+        # step and time), so MLflow shows them where a cell's metric has the same name (Keras' `loss`).
+        own = record.mlflow_runs[0] if record.mlflow_runs and record.mlflow_runs[0].parent is None else None
+        extra = own_entities(own, taken=params) if own is not None else None
+        if own is not None and own.metrics:
+            same = [(ms, at) for key, _, ms, at in own.metrics if key in metrics]
+            if same:
+                step = max(step, *(at for _, at in same))
+                end_log_ms = max(end_log_ms or _now_ms(), *(ms + 1 for ms, _ in same))
+        self._log(run_id, metrics, params, tags, step=step, ms=end_log_ms, extra=extra)
+        if record.mlflow_runs:  # the rest: nested runs, artifacts, datasets, models
+            replay(self._client, self._experiment_id, run_id, record.mlflow_runs, self._upload)
             record.mlflow_runs = []
         if record.status == "failed":
             if record.traceback:
@@ -481,7 +499,7 @@ class MlflowTracker(Listener):
         assert record.model is not None
         with tempfile.TemporaryDirectory() as tmp:
             unpack_model(record.model, tmp)
-            self._client.log_artifacts(run_id, tmp, "model")
+            self._upload(run_id, tmp, "model")
         record.model_uri = f"runs:/{run_id}/model"
         record.model = None  # logged: the notebook need not hold every trial's model in memory
 
@@ -528,16 +546,32 @@ class MlflowTracker(Listener):
         tags: Mapping[str, str] | None = None,
         step: int = 0,
         ms: int | None = None,
+        extra: tuple[list[Any], list[Any], list[Any]] | None = None,
     ) -> None:
+        """One `log_batch` (more only past MLflow's limits); `extra`: (metrics, params, tags) entities before ours."""
         from mlflow.entities import Metric, Param, RunTag
 
         ts = _now_ms() if ms is None else ms
-        self._client.log_batch(
+        more_metrics, more_params, more_tags = extra or ([], [], [])
+        log_batches(
+            self._client,
             run_id,
-            metrics=[Metric(k, float(v), ts, step) for k, v in (metrics or {}).items()],
-            params=[Param(k, shorten(str(v), _PARAM_MAX)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, shorten(str(v), _TAG_MAX)) for k, v in (tags or {}).items()],
+            [*more_metrics, *(Metric(k, float(v), ts, step) for k, v in (metrics or {}).items())],
+            [*more_params, *(Param(k, shorten(str(v), _PARAM_MAX)) for k, v in (params or {}).items())],
+            [*more_tags, *(RunTag(k, shorten(str(v), _TAG_MAX)) for k, v in (tags or {}).items())],
         )
+
+    def _upload(self, run_id: str, local_dir: str, path: str | None = None) -> None:
+        """Upload a directory's files as a run's artifacts (straight to its repository when the run is ours)."""
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            self._client.log_artifacts(run_id, local_dir, path)
+            return
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        # MlflowClient.log_artifacts looks the run up on every call, only to find this URI.
+        repository: Any = get_artifact_repository(uri)
+        repository.log_artifacts(local_dir, path)
 
     def _update(self, run_id: str, status: str, end_ms: int | None) -> None:
         """Set a run's status; through the store, because `set_terminated` prints a link per run."""

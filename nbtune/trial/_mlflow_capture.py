@@ -25,7 +25,7 @@ import tempfile
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -195,7 +195,7 @@ class TrialCapture:
         """Remove the trial's store unread (tracking is off)."""
         tmp, self._root, self._tmp = self._tmp, None, None
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_later(tmp)
 
     def collect(self) -> list[CapturedRun]:
         """The runs the trial's store holds (the trial's own first); removes the store. Empty if MLflow was unused."""
@@ -208,7 +208,7 @@ class TrialCapture:
             self.problem = f"nbtune: could not read what the trial logged to MLflow: {exc}"
             return []
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_later(tmp)
 
 
 @contextlib.contextmanager
@@ -217,6 +217,11 @@ def capturing(name: str, autolog: dict[str, dict[str, Any]] | None = None) -> It
     capture = TrialCapture(name, autolog)
     with capture:
         yield capture
+
+
+def _remove_later(directory: Path) -> None:
+    """Delete a trial's store off the trial's path (a few ms of unlink and rmdir calls)."""
+    threading.Thread(target=shutil.rmtree, args=(directory, True), name="nbtune-cleanup", daemon=True).start()
 
 
 def _turn_on_autolog(config: dict[str, dict[str, Any]]) -> None:
@@ -274,11 +279,7 @@ def _read_store(root: Path, trial_run: str | None) -> list[CapturedRun]:
                 end_ms=info.end_time,
                 params=dict(data.params),
                 tags={k: v for k, v in data.tags.items() if k not in _SYSTEM_TAGS},
-                metrics=[
-                    (m.key, m.value, m.timestamp, m.step)
-                    for key in data.metrics
-                    for m in store.get_metric_history(info.run_id, key)
-                ],
+                metrics=_histories(store, info, data.metrics),
                 datasets=[d.to_proto().SerializeToString() for d in (run.inputs.dataset_inputs if run.inputs else [])],
                 files=_zip(Path(info.artifact_uri.removeprefix("file://"))),
                 models=[
@@ -291,6 +292,24 @@ def _read_store(root: Path, trial_run: str | None) -> list[CapturedRun]:
         )
     captured.sort(key=lambda r: (r.parent is not None, r.start_ms))
     return captured
+
+
+def _histories(store: Any, info: Any, keys: Iterable[str]) -> list[tuple[str, float, int, int]]:
+    """Every value of every metric of a run: (key, value, timestamp, step)."""
+    try:  # the file store's own reader, once per run (its public one looks the run up again for every metric)
+        directory = Path(store._get_run_dir(info.experiment_id, info.run_id), "metrics")
+        return [
+            (key, m.value, m.timestamp, m.step)
+            for key in keys
+            for m in (
+                store._get_metric_from_line(info.run_id, key, line, info.experiment_id)
+                for line in (directory / key).read_text().splitlines()
+                if line.strip()
+            )
+        ]
+    except (AttributeError, OSError):  # pragma: no cover - another MLflow version
+        history = store.get_metric_history
+        return [(m.key, m.value, m.timestamp, m.step) for key in keys for m in history(info.run_id, key)]
 
 
 def _model(model: Any, step: int) -> CapturedModel:
