@@ -8,6 +8,7 @@ never delays a trial.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -569,8 +570,11 @@ class MlflowTracker(Listener):
             return
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        # MlflowClient.log_artifacts looks the run up on every call, only to find this URI.
-        repository: Any = get_artifact_repository(uri)
+        uris: Any = importlib.import_module("mlflow.utils.uri")  # untyped
+        # MlflowClient.log_artifacts looks the run up first, only to find this URI; built as it builds it
+        # (a server's `mlflow-artifacts:` URI resolves through the tracking URI).
+        uri = uris.add_databricks_profile_info_to_artifact_uri(uri, self._uri)
+        repository: Any = get_artifact_repository(uri, tracking_uri=self._uri)
         repository.log_artifacts(local_dir, path)
 
     def _update(self, run_id: str, status: str, end_ms: int | None) -> None:
