@@ -13,19 +13,19 @@ imported it (now, or later through an import hook), so a cell that does not use 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
 import io
 import os
+import queue
 import shutil
 import sys
 import tempfile
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +46,9 @@ _STATUS = {"ok": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "cancelled"
 # Held while this process's MLflow points at a trial's store. The driver's MLflow writer takes it to read
 # the notebook's tracking URI and experiment, as a local-backend trial runs in the notebook's own process.
 uri_lock = threading.RLock()
+_trash: queue.SimpleQueue[Path] = queue.SimpleQueue()  # trial stores to delete
+_cleaner: threading.Thread | None = None
+_cleaner_lock = threading.Lock()
 _autolog_sent: dict[str, dict[str, Any]] = {}  # the autologging this process was asked for last
 
 
@@ -129,11 +132,13 @@ class TrialCapture:
             sys.meta_path.insert(0, self._finder)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._finder is not None and self._finder in sys.meta_path:
             sys.meta_path.remove(self._finder)
         if self._run_id is not None:
             self._deactivate()
+        if kind is not None:  # the trial was cancelled (nobody will collect): only clean up
+            self.discard()
 
     def _activate(self) -> None:
         import mlflow
@@ -211,17 +216,19 @@ class TrialCapture:
             _remove_later(tmp)
 
 
-@contextlib.contextmanager
-def capturing(name: str, autolog: dict[str, dict[str, Any]] | None = None) -> Iterator[TrialCapture]:
-    """Record the trial's MLflow calls; after the block, `collect()` returns them."""
-    capture = TrialCapture(name, autolog)
-    with capture:
-        yield capture
-
-
 def _remove_later(directory: Path) -> None:
-    """Delete a trial's store off the trial's path (a few ms of unlink and rmdir calls)."""
-    threading.Thread(target=shutil.rmtree, args=(directory, True), name="nbtune-cleanup", daemon=True).start()
+    """Delete a trial's store off the trial's path (a few ms of unlink and rmdir calls), on one thread."""
+    global _cleaner
+    with _cleaner_lock:
+        if _cleaner is None:
+            _cleaner = threading.Thread(target=_clean, name="nbtune-cleanup", daemon=True)
+            _cleaner.start()
+    _trash.put(directory)
+
+
+def _clean() -> None:
+    while True:
+        shutil.rmtree(_trash.get(), ignore_errors=True)
 
 
 def _turn_on_autolog(config: dict[str, dict[str, Any]]) -> None:
@@ -272,7 +279,8 @@ def _read_store(root: Path, trial_run: str | None) -> list[CapturedRun]:
         captured.append(
             CapturedRun(
                 key=info.run_id,
-                parent=None if info.run_id == trial_run else parent,
+                # A run the cell started after ending the trial's own is one more under the trial's run.
+                parent=None if info.run_id == trial_run else (parent or trial_run or ""),
                 name=info.run_name or "",
                 status=info.status,
                 start_ms=info.start_time or 0,
