@@ -8,14 +8,12 @@ so the fit ends after that epoch and callbacks such as EarlyStopping still run t
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
-from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from nbtune.trial._after_import import AfterImport
 from nbtune.trial._report import current
 
 _lock = threading.Lock()
@@ -31,31 +29,13 @@ def watch() -> None:
             return
         if "keras" in sys.modules and hasattr(sys.modules["keras"], "Model"):
             _patch(sys.modules["keras"])
-        elif not any(isinstance(f, _KerasFinder) for f in sys.meta_path):
-            sys.meta_path.insert(0, _KerasFinder())
+        elif not any(isinstance(f, AfterImport) and f.name == "keras" for f in sys.meta_path):
+            sys.meta_path.insert(0, AfterImport("keras", _patch_locked))
 
 
-class _KerasFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: lets the real finder load `keras`, then wraps `fit` once it has run."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "keras":
-            return None
-        sys.meta_path.remove(self)  # from here on, one try only
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader, exec_module = spec.loader, spec.loader.exec_module
-
-        def exec_and_patch(module: ModuleType) -> None:
-            exec_module(module)
-            with _lock:
-                _patch(module)
-
-        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
-        return spec
+def _patch_locked(keras: ModuleType) -> None:
+    with _lock:
+        _patch(keras)
 
 
 def _patch(keras: ModuleType) -> None:

@@ -14,8 +14,6 @@ imported it (now, or later through an import hook), so a cell that does not use 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
 import io
 import os
 import queue
@@ -25,11 +23,12 @@ import tempfile
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from nbtune.trial._after_import import AfterImport
 
 # MLflow's file store is in maintenance mode and refuses to open unless this is set; it is exactly the
 # recorder needed here (every fluent call and autologging flavour works against it, no server, no DB).
@@ -119,7 +118,7 @@ class TrialCapture:
         self._saved_env: dict[str, str | None] = {}
         self._saved_experiment: str | None = None
         self._saved_uri: str | None = None
-        self._finder: _MlflowFinder | None = None
+        self._finder: AfterImport | None = None
         self.status = "cancelled"  # until the trial says how it ended
         self.problem: str | None = None  # why what the cell logged could not be collected
 
@@ -128,7 +127,7 @@ class TrialCapture:
         if self._autolog or ("mlflow" in sys.modules and hasattr(sys.modules["mlflow"], "start_run")):
             self._activate()
         else:  # the cell may import MLflow itself: start recording the moment it does
-            self._finder = _MlflowFinder(self._activate)
+            self._finder = AfterImport("mlflow", lambda _: self._activate())
             sys.meta_path.insert(0, self._finder)
         return self
 
@@ -341,28 +340,3 @@ def _zip(directory: Path) -> bytes | None:
         for path in files:
             archive.write(path, path.relative_to(directory).as_posix())
     return buf.getvalue()
-
-
-class _MlflowFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: lets the real finder load `mlflow`, then starts the trial's recording."""
-
-    def __init__(self, activate: Any) -> None:
-        self._activate = activate
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "mlflow":
-            return None
-        sys.meta_path.remove(self)  # from here on, one try only
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader, exec_module, activate = spec.loader, spec.loader.exec_module, self._activate
-
-        def exec_and_activate(module: ModuleType) -> None:
-            exec_module(module)
-            activate()
-
-        loader.exec_module = exec_and_activate  # type: ignore[method-assign]
-        return spec

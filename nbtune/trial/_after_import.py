@@ -1,0 +1,37 @@
+"""Run a callback right after a module's first import (how Keras' fit and a trial's MLflow get hooked)."""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+
+class AfterImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: lets the real finder load `name`, then calls `callback(module)` once it has run.
+
+    Put it first on `sys.meta_path`; it removes itself at the first import of `name` (one try only).
+    """
+
+    def __init__(self, name: str, callback: Callable[[ModuleType], None]) -> None:
+        self.name, self._callback = name, callback
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, exec_module, callback = spec.loader, spec.loader.exec_module, self._callback
+
+        def exec_and_call(module: ModuleType) -> None:
+            exec_module(module)
+            callback(module)
+
+        loader.exec_module = exec_and_call  # type: ignore[method-assign]
+        return spec
