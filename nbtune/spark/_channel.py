@@ -104,7 +104,8 @@ class Coordinator:
         finally:
             with self._lock:
                 self._connections.discard(conn)
-            conn.close()
+            with contextlib.suppress(OSError):  # close() may have closed it already
+                conn.close()
 
     def _serve_worker(self, conn: Connection) -> None:
         hello: dict[str, Any] = conn.recv()
