@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from typing import Any
 
 from nbtune.trial._payload import Packed, send
-from nbtune.trial._records import ReportFn, TrialOutcome, TrialRequest
+from nbtune.trial._records import LateRecording, ReportFn, TrialOutcome, TrialRequest
 
 log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 30.0  # seconds a connecting peer has to authenticate
@@ -65,6 +65,7 @@ class Coordinator:
         self.refused = 0
         self._closed = threading.Event()
         self._connections: set[Connection] = set()
+        self.receiving: set[Connection] = set()  # workers about to send a finished trial's MLflow recording
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, name="nbtune-coordinator", daemon=True).start()
 
@@ -133,7 +134,26 @@ class Coordinator:
                     self.outcomes.put(lost)
                 return
             self.running.pop(conn, None)
+            if outcome.mlflow_follows:
+                outcome.mlflow_later = LateRecording()
+                with self._lock:  # before the loop sees the outcome: close() must not cut this connection
+                    self.receiving.add(conn)
             self.outcomes.put(outcome)
+            if outcome.mlflow_later is not None and not self._receive_recording(conn, outcome.mlflow_later):
+                return
+
+    def _receive_recording(self, conn: Connection, later: LateRecording) -> bool:
+        """What the trial logged to MLflow, which its worker sends right after the outcome; False if it is gone."""
+        try:
+            _, runs, problem = conn.recv()  # ("mlflow", runs, problem)
+        except (EOFError, OSError, TypeError):
+            later.arrived([], "nbtune: the worker was lost before it sent what the trial logged to MLflow")
+            return False
+        finally:
+            with self._lock:
+                self.receiving.discard(conn)
+        later.arrived(runs, problem)
+        return True
 
     def _answer_reports(self, conn: Connection, tid: int) -> TrialOutcome:
         """Answer the trial's `nbtune.report` messages (prune it or not) until its outcome arrives."""
@@ -151,7 +171,8 @@ class Coordinator:
             self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         with self._lock:
-            conns = list(self._connections)
+            # A finished trial's recording on its way is kept: its thread closes the connection once it is in.
+            conns = list(self._connections - self.receiving)
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.close()

@@ -20,6 +20,7 @@ _SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any 
 # Seconds past a trial's time limit before its worker is taken to be stuck in native code, which
 # the worker's own timer signal cannot interrupt.
 _STUCK_GRACE = 5.0
+_RECORDING_GRACE = 60.0  # seconds a closing pool waits for workers still sending trials' MLflow recordings
 
 
 class SparkPoolExecutor:
@@ -141,6 +142,12 @@ class SparkPoolExecutor:
         deadline = time.monotonic() + 0.5
         for thread in self._slot_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        # A worker still sending a finished trial's MLflow recording (a logged model can take a while).
+        deadline += _RECORDING_GRACE
+        while self._coordinator.receiving and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for thread in self._slot_threads:
+            thread.join(max(0.0, min(0.5, deadline - time.monotonic())))
         if any(t.is_alive() for t in self._slot_threads):
             with contextlib.suppress(Exception):  # the session may have been stopped meanwhile
                 cancel_tag(self._spark, self.tag)

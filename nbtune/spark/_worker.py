@@ -57,7 +57,10 @@ def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> t
             kind, request = message
             if kind != "trial":
                 break
-            conn.send(run_trial(objective, request, _reporter(conn)))
+            outcome = run_trial(objective, request, _reporter(conn))
+            conn.send(outcome)
+            if outcome.mlflow_follows:  # read the trial's MLflow store while the driver picks the next trial
+                conn.send(("mlflow", *objective.take_recording()))
             ran += 1
     except (EOFError, OSError):
         pass  # the coordinator hung up: the search is over or was cancelled
@@ -80,7 +83,7 @@ def _reporter(conn: Connection) -> Reporter:
 def run_trial(objective: Any, request: TrialRequest, reporter: Reporter | None = None) -> TrialOutcome:
     """One trial, with what native code printed added to the Python output it captured itself."""
     with native_output(OUTPUT_LIMIT) as native:
-        outcome: TrialOutcome = objective.run(request, reporter)
+        outcome: TrialOutcome = objective.run(request, reporter, defer_mlflow=True)
     if native.text:
         outcome.output = (outcome.output + native.text)[-OUTPUT_LIMIT:]
     return outcome

@@ -49,6 +49,7 @@ CURVE_TAG = "nbtune.curve"
 _BATCH_METRICS = 1000  # MLflow's limit of metrics in one log_batch
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
 _SETTLE, _MAX_DELAY = 0.05, 1.0  # seconds: quiet wanted before the writer works, longest wait for it
+_RECORDING_WAIT = 60.0  # seconds: longest wait for a trial's MLflow recording once its outcome is in
 _SWITCH_INTERVAL = 0.001  # seconds: the GIL's switch interval while a search writes to MLflow
 _RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "KILLED"}
 
@@ -446,6 +447,11 @@ class MlflowTracker(Listener):
         if record.model is not None:
             self._log_model(run_id, record)
             tags["nbtune.model"] = str(record.model_uri)  # so --resume knows the trial has one
+        if record.mlflow_later is not None:  # a pool worker sends it just after the outcome: here within ms
+            record.mlflow_runs, problem = record.mlflow_later.wait(_RECORDING_WAIT)
+            record.mlflow_later = None
+            if problem:
+                record.output += f"\n{problem}\n"
         # What the cell logged to the trial's run goes in the same batch. nbtune's values come last (latest
         # step and time), so MLflow shows them where a cell's metric has the same name (Keras' `loss`).
         own = record.mlflow_runs[0] if record.mlflow_runs and record.mlflow_runs[0].parent is None else None

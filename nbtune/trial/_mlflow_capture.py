@@ -195,6 +195,11 @@ class TrialCapture:
         finally:
             uri_lock.release()
 
+    @property
+    def recording(self) -> bool:
+        """True if MLflow pointed at the trial's store: there is something to collect."""
+        return self._root is not None
+
     def discard(self) -> None:
         """Remove the trial's store unread (tracking is off)."""
         tmp, self._root, self._tmp = self._tmp, None, None

@@ -20,7 +20,7 @@ from typing import Any
 # Spark workers import this module: keep its imports light (no IPython, hyperopt, pandas).
 from nbtune._text import as_number, shorten
 from nbtune.trial._keras import watch as watch_keras
-from nbtune.trial._mlflow_capture import TrialCapture
+from nbtune.trial._mlflow_capture import CapturedRun, TrialCapture
 from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._report import Reporter, TrialPruned, TrialReports, reporting
 from nbtune.trial._timeouts import TrialTimeout, time_limit
@@ -63,10 +63,12 @@ class Objective:
     autolog: dict[str, dict[str, Any]] = field(default_factory=dict)  # the notebook's MLflow autologging
     keep_mlflow: bool = True  # send what the cell logs to MLflow back (tracking on), or drop it
     _code: CodeType | None = field(default=None, repr=False, compare=False)
+    _deferred: TrialCapture | None = field(default=None, repr=False, compare=False)  # see run(defer_mlflow=True)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_code"] = None  # code objects do not pickle; workers compile their own copy
+        state["_deferred"] = None
         return state
 
     @property
@@ -80,10 +82,14 @@ class Objective:
             linecache.cache[CELL_FILENAME] = (len(self.source), None, lines, CELL_FILENAME)
         return self._code
 
-    def run(self, request: TrialRequest, reporter: Reporter | None = None) -> TrialOutcome:
+    def run(
+        self, request: TrialRequest, reporter: Reporter | None = None, *, defer_mlflow: bool = False
+    ) -> TrialOutcome:
         """Run one trial here, capturing its output; a raising trial is a failed outcome.
 
         `reporter` takes the trial's `nbtune.report` calls to the driver and answers whether to prune it.
+        With `defer_mlflow`, what the cell logged to MLflow is left for `take_recording()` (a pool worker
+        reads it after sending the outcome) and the outcome says so (`mlflow_follows`).
         """
         ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         ns.update(self.captured)
@@ -115,10 +121,12 @@ class Objective:
         outcome.duration = time.perf_counter() - start
         outcome.output = buf.text()
         outcome.step = reports.step
-        if self.keep_mlflow:
-            outcome.mlflow_runs = capture.collect()
-        else:
+        if not self.keep_mlflow:
             capture.discard()
+        elif defer_mlflow and capture.recording:  # read by take_recording(), once the outcome is sent
+            outcome.mlflow_follows, self._deferred = True, capture
+        else:
+            outcome.mlflow_runs = capture.collect()
         if capture.problem:
             outcome.output += f"\n{capture.problem}\n"
         if reports.pruned:  # even if the cell failed after Keras stopped: the pruning is why it ended
@@ -131,6 +139,15 @@ class Objective:
         if outcome.status == "ok" and self.log_model:
             self._attach_model(ns, outcome)
         return outcome
+
+    def take_recording(self) -> tuple[list[CapturedRun], str | None]:
+        """What the last trial run with `defer_mlflow` logged to MLflow, and why it could not be read, if so."""
+        capture, self._deferred = self._deferred, None
+        if capture is None:
+            return [], None
+        before = capture.problem  # already in the trial's output
+        runs = capture.collect()
+        return runs, capture.problem if capture.problem != before else None
 
     def _attach_model(self, ns: Mapping[str, Any], outcome: TrialOutcome) -> None:
         """--log-model: the trial's `model`, saved with its MLflow flavour (a failure is noted, not fatal)."""

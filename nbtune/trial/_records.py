@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -11,6 +12,30 @@ from nbtune.trial._mlflow_capture import CapturedRun
 Status = Literal["ok", "failed", "cancelled", "pruned"]
 Curve = list[tuple[int, dict[str, float]]]  # (step, metrics) of each `nbtune.report`
 ReportFn = Callable[[int, int, dict[str, float]], bool]  # (tid, step, metrics) -> prune it?
+
+
+class LateRecording:
+    """What a trial's cell logged to MLflow, arriving from its worker just after the trial's outcome.
+
+    A pool worker sends the outcome first and reads its trial's MLflow store afterwards, while the
+    driver picks the next trial: the trial path does not wait on MLflow.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._runs: list[CapturedRun] = []
+        self._problem: str | None = None
+
+    def arrived(self, runs: list[CapturedRun], problem: str | None = None) -> None:
+        """The worker's follow-up message (or nothing, `[]`, when the worker was lost first)."""
+        self._runs, self._problem = runs, problem
+        self._ready.set()
+
+    def wait(self, timeout: float) -> tuple[list[CapturedRun], str | None]:
+        """(runs, why they could not be read); ([], a reason) if they did not come within `timeout` s."""
+        if not self._ready.wait(timeout):
+            return [], f"nbtune: what the trial logged to MLflow did not arrive within {timeout:g} s"
+        return self._runs, self._problem
 
 
 @dataclass(kw_only=True)
@@ -43,6 +68,8 @@ class TrialOutcome:
     model: bytes | None = field(default=None, repr=False)  # --log-model: a zipped MLflow model directory
     model_error: str | None = None  # --log-model: why the model could not be saved
     mlflow_runs: list[CapturedRun] = field(default_factory=list, repr=False)  # what the cell logged to MLflow
+    mlflow_follows: bool = False  # a pool worker sends `mlflow_runs` in its next message
+    mlflow_later: LateRecording | None = field(default=None, repr=False, compare=False)  # the driver's end of it
 
 
 @dataclass(kw_only=True)
@@ -70,6 +97,7 @@ class TrialRecord:
     step: int = 0  # the last step the trial reported
     curve: Curve = field(default_factory=list, repr=False)  # its reports, as the driver received them
     mlflow_runs: list[CapturedRun] = field(default_factory=list, repr=False)  # dropped once written to MLflow
+    mlflow_later: LateRecording | None = field(default=None, repr=False, compare=False)  # mlflow_runs to come
 
     @classmethod
     def from_outcome(
@@ -94,4 +122,5 @@ class TrialRecord:
             model_error=o.model_error,
             step=o.step,
             mlflow_runs=o.mlflow_runs,
+            mlflow_later=o.mlflow_later,
         )
