@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from hyperopt import Trials
 
+    from nbtune.analysis._views import ResultPlots
+
 
 def _new_trials() -> Trials:
     from hyperopt import Trials  # not at import time: hyperopt takes 2 s to import
@@ -103,6 +105,23 @@ class TuneResult:
             for r in sorted(self.records, key=lambda r: r.number)
         ]
         return pd.DataFrame(rows, columns=columns)
+
+    def importance(self) -> pd.DataFrame:
+        """Each parameter's share of the metric's variation (a random forest's permutation importance).
+
+        Needs a few finished trials first (at least 8, and 2 per parameter): with fewer, any parameter
+        seems to explain the spread. `_tune.plot.importance()` draws it.
+        """
+        from nbtune.analysis._importance import importance
+
+        return importance(self.records, self.param_names, self.metric)
+
+    @property
+    def plot(self) -> ResultPlots:
+        """The search's figures: `parallel_coordinates()`, `importance()`, `history()`, `durations()`."""
+        from nbtune.analysis._views import ResultPlots
+
+        return ResultPlots(self)
 
     def curves(self) -> pd.DataFrame:
         """One row per report of every trial: trial, step, metric, value (for plots and analysis)."""

@@ -537,6 +537,7 @@ class MlflowTracker(Listener):
         title = f"{len(result.records)} trials, {result.wall_time:.1f} s wall time"
         figure = plots.durations(result.records, title, size=(6.0, 3.5))
         self._client.log_figure(self._parent_id, figure, "durations.png")
+        self._log_analysis(result)
         if result.stop_reason in ("interrupted", "cancelled"):
             status = "KILLED"
         elif best is None or result.stop_reason == "error":
@@ -544,6 +545,22 @@ class MlflowTracker(Listener):
         else:
             status = "FINISHED"
         self._update(self._parent_id, status, end_ms)
+
+    def _log_analysis(self, result: TuneResult) -> None:
+        """Parallel coordinates and parameter importance on the parent run (importance once there are enough trials)."""
+        from nbtune.analysis._importance import NotEnoughTrials, importance
+        from nbtune.ui import _analysis_plots
+
+        if not any(r.status == "ok" for r in result.records) or not result.param_names:
+            return
+        figure = _analysis_plots.parallel_coordinates(result.records, result.param_names, result.metric, result.mode)
+        self._client.log_figure(self._parent_id, figure, "parallel_coordinates.png")
+        try:
+            table = importance(result.records, result.param_names, result.metric)
+        except NotEnoughTrials:
+            return
+        self._client.log_text(self._parent_id, table.to_csv(index=False), "importance.csv")
+        self._client.log_figure(self._parent_id, _analysis_plots.importance(table), "importance.png")
 
     def _log(
         self,

@@ -77,6 +77,11 @@ def durations(records: Sequence[TrialRecord], title: str = "trial durations", si
 
 
 def metric_curve(records: Sequence[TrialRecord], metric: str, mode: str) -> bytes:
+    """The dashboard's history plot, as PNG bytes."""
+    return png(history(records, metric, mode))
+
+
+def history(records: Sequence[TrialRecord], metric: str, mode: str, size: tuple[float, float] = SIZE) -> Any:
     """The metric of every ok trial over trial numbers, with the best-so-far line."""
     ok = sorted((r for r in records if r.status == "ok" and r.value is not None), key=lambda r: r.number)
     xs = [r.number for r in ok]
@@ -93,7 +98,7 @@ def metric_curve(records: Sequence[TrialRecord], metric: str, mode: str) -> byte
         _label(ax, f"{metric} over trials", "trial", metric)
         ax.legend(fontsize=7)
 
-    return _render(draw)
+    return _figure(draw, size)
 
 
 def param_plot(records: Sequence[TrialRecord], names: Sequence[str], metric: str) -> bytes:

@@ -1,0 +1,1 @@
+"""After a search: what it teaches (parameter importance, parallel coordinates, history, durations)."""
