@@ -122,7 +122,7 @@ def test_failed_trials_show_their_error_expandable_to_traceback_and_output(comms
 def test_plots_are_png_images_of_durations_the_metric_and_one_or_two_parameters(comms: Comms):
     dash = Dashboard(show=lambda _: None)
     run(QUAD, dash, max_evals=8, seed=3)
-    for image in (dash.histogram, dash.metric_plot, dash.param_plot):
+    for image in (dash.histogram, dash.metric_plot, dash.param_plot, dash.parallel_plot, dash.importance_plot):
         state = comms.frontend_state(image)
         assert state["value"].startswith(PNG) and state["format"] == "png"
         assert image.layout.display == ""
@@ -130,6 +130,22 @@ def test_plots_are_png_images_of_durations_the_metric_and_one_or_two_parameters(
     dash3 = Dashboard(show=lambda _: None)
     run(three, dash3, max_evals=4, seed=3)
     assert bytes(dash3.histogram.value).startswith(PNG) and dash3.param_plot.layout.display == "none"
+    assert bytes(dash3.parallel_plot.value).startswith(PNG)  # any number of parameters
+    assert dash3.importance_plot.layout.display == "none"  # 4 trials: too few to tell
+
+
+def test_importance_is_recomputed_only_as_the_ok_trials_grow_by_a_quarter(comms: Comms):
+    result = run(QUAD, Dashboard(show=lambda _: None), max_evals=40, seed=3)
+    dash = Dashboard(show=lambda _: None)
+    computed = []
+    for n in range(1, 41):
+        before = dash._importance_ok
+        dash._draw_importance(result.records[:n], result, final=n == 40)
+        if dash._importance_ok != before:
+            computed.append(n)
+    # From 8 trials (2 parameters), then each time the count grew by a quarter, and at the end.
+    assert computed == [8, 10, 13, 17, 22, 28, 35, 40]
+    assert bytes(dash.importance_plot.value).startswith(PNG)
 
 
 def test_a_thousand_fast_trials_send_a_few_messages_a_second_and_the_final_state_is_exact(comms: Comms):
@@ -211,7 +227,8 @@ def test_magic_in_a_kernel_shows_one_dashboard_and_the_result_points_to_it(ip, c
     assert [b["application/vnd.jupyter.widget-view+json"] for b in shown] == [view, view]  # shown, then final
     assert "text/html" not in shown[0] and shown[1]["text/plain"] == result.summary()
     static = shown[1]["text/html"]  # for viewers without the widget state
-    assert "completed" in static and "5/5</b> trials" in static and static.count("data:image/png;base64,") == 3
+    # metric, durations, parameters, parallel coordinates (importance needs 8 trials)
+    assert "completed" in static and "5/5</b> trials" in static and static.count("data:image/png;base64,") == 4
 
 
 def test_outside_a_kernel_a_text_line_is_shown_and_quiet_shows_nothing():
@@ -267,7 +284,7 @@ def test_a_pruned_search_shows_learning_curves_and_counts_pruned_trials(comms: C
         assert (texts(status), value, step) == ("pruned", f"{r.value:.4g}", str(r.step))
     final = shown[-1]
     assert f"{counts['pruned']} pruned" in final["text/plain"]
-    assert final["text/html"].count("data:image/png;base64,") == 4  # the learning curves join the other three
+    assert final["text/html"].count("data:image/png;base64,") == 5  # the learning curves join the other four
 
 
 def test_no_reports_no_learning_curves_and_no_pruned_count_without_pruning(comms: Comms):
@@ -365,7 +382,7 @@ def test_notebook_run_by_nbclient_saves_the_finished_dashboard_in_its_widget_sta
     best_text = _by_class(states, "nbtune-best")["state"]["value"]
     x, y, count = nb.cells[2].outputs[0]["text"].split()
     assert count == "12" and f"<b>x</b>={x}" in best_text and f"<b>y</b>={y}" in best_text
-    for css in ("nbtune-histogram", "nbtune-metric-plot", "nbtune-param-plot"):
+    for css in ("nbtune-histogram", "nbtune-metric-plot", "nbtune-param-plot", "nbtune-parallel-plot"):
         image = _by_class(states, css)
         assert base64.b64decode(image["buffers"][0]["data"]).startswith(PNG)
     outputs = nb.cells[1].outputs

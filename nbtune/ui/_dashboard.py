@@ -13,7 +13,9 @@ import ipywidgets as w
 from nbtune._events import Listener, SearchInfo
 from nbtune._result import TuneResult
 from nbtune._text import clock, is_finite_number
+from nbtune.analysis._importance import importance, min_trials
 from nbtune.trial._records import TrialRecord
+from nbtune.ui import _analysis_plots as analysis_plots
 from nbtune.ui import _plots as plots
 from nbtune.ui._table import RunningTrial, best_html, trials_table
 from nbtune.ui._uievents import UiEvents
@@ -72,6 +74,7 @@ class Dashboard(Listener):
         self._start = self._last_draw = self._last_plot = 0.0
         self._plot_every = plot_interval
         self._plotted = -1  # number of finished trials in the plots on screen
+        self._importance_ok = 0  # ok trials the importance on screen was computed from
         self._dirty = False
         self._finished = False
         self.draws = 0  # redraws so far (tests and benchmarks look at it)
@@ -90,6 +93,8 @@ class Dashboard(Listener):
         self.curves_plot = w.Image(format="png", layout=w.Layout(display="none"))
         self.histogram = w.Image(format="png", layout=w.Layout(display="none"))
         self.param_plot = w.Image(format="png", layout=w.Layout(display="none"))
+        self.parallel_plot = w.Image(format="png", layout=w.Layout(display="none"))
+        self.importance_plot = w.Image(format="png", layout=w.Layout(display="none"))
         self.table = w.HTML()
         row = w.HBox([self.bar, self.status, self.cancel_button], layout=w.Layout(align_items="center"))
         plots_row = w.HBox(self._plots(), layout=w.Layout(flex_flow="row wrap"))
@@ -105,12 +110,21 @@ class Dashboard(Listener):
             (self.curves_plot, "curves-plot"),
             (self.histogram, "histogram"),
             (self.param_plot, "param-plot"),
+            (self.parallel_plot, "parallel-plot"),
+            (self.importance_plot, "importance-plot"),
             (self.table, "table"),
         ):
             part.add_class(f"nbtune-{name}")  # stable hooks for the browser tests and for styling
 
     def _plots(self) -> list[w.Image]:
-        return [self.metric_plot, self.curves_plot, self.histogram, self.param_plot]
+        return [
+            self.metric_plot,
+            self.curves_plot,
+            self.histogram,
+            self.param_plot,
+            self.parallel_plot,
+            self.importance_plot,
+        ]
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -243,6 +257,10 @@ class Dashboard(Listener):
                     _set_png(self.param_plot, plots.param_plot(ok, result.param_names, result.metric))
             if finished:
                 _set_png(self.histogram, plots.png(plots.durations(finished)))
+            if len(ok) >= 2 and result.param_names:
+                figure = analysis_plots.parallel_coordinates(ok, result.param_names, result.metric, result.mode)
+                _set_png(self.parallel_plot, plots.png(figure))
+            self._draw_importance(ok, result, final=self._finished)
             self._plotted = len(records)
         lines = plots.curve_lines(records, self.live_curves, result.best_trial, result.metric)
         if lines:  # hidden until some trial reported the metric
@@ -250,6 +268,15 @@ class Dashboard(Listener):
         self._last_plot, self._plotted_reports = now, self._reports
         # Slow plots (a busy machine) redraw less often, so the display never costs much of a search.
         self._plot_every = max(self._plot_interval, 10 * (time.perf_counter() - started))
+
+    def _draw_importance(self, ok: list[TrialRecord], result: TuneResult, final: bool) -> None:
+        """Parameter importance, once there are enough trials; again only as they grow by a quarter (it costs ~1 s)."""
+        enough = len(ok) >= min_trials(len(result.param_names)) and result.param_names
+        if not enough or len(ok) == self._importance_ok or (not final and len(ok) < 1.25 * self._importance_ok):
+            return
+        table = importance(ok, result.param_names, result.metric)
+        _set_png(self.importance_plot, plots.png(analysis_plots.importance(table)))
+        self._importance_ok = len(ok)
 
     def _header_html(self, info: SearchInfo, result: TuneResult) -> str:
         opts = info.options
