@@ -138,12 +138,31 @@ def run_notebook(nb: NotebookNode, cwd: Path, log: Path | None = None, echo: boo
         return client.execute(env=env, stdout=sink, stderr=sink)
 
 
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def export_html(nb: NotebookNode, path: Path) -> None:
-    """The executed notebook as one HTML file (plots embedded, widget state included)."""
+    """The executed notebook as one HTML file that needs no network: plots embedded, no CDN scripts.
+
+    A workshop room may have no internet, and widgets in an HTML export render only with JavaScript
+    from a CDN: each widget output shows its static copy instead (the dashboard leaves one, with its
+    counts, best result, plots and trials table).
+    """
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    exporter = HTMLExporter(mathjax_url="", require_js_url="", jquery_url="")
+    body, _ = exporter.from_notebook_node(static_copy(nb))
     path.write_text(body, encoding="utf-8")
+
+
+def static_copy(nb: NotebookNode) -> NotebookNode:
+    """A copy of the notebook with every widget output replaced by its static fallback, and no widget state."""
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(_WIDGET_VIEW, None)
+    return nb
 
 
 def check_data() -> None:

@@ -65,7 +65,8 @@ def test_make_demo_leaves_an_executed_notebook_and_an_html_report_with_plots(dem
     assert len(pngs) >= 4  # sample images, accuracy by learning rate, durations, confusion matrix
     report = (out / "fashion_mnist.html").read_text()
     assert report.count("data:image/png;base64") >= 4 and "Confusion matrix" in report
-    assert "application/vnd.jupyter.widget-state+json" in report
+    assert "nbtune-summary" in report  # the dashboard's static copy, not a widget needing a CDN
+    assert "application/vnd.jupyter.widget-state+json" not in report
     trials = (out / "trials.csv").read_text().splitlines()
     assert len(trials) == 3 and trials[0].startswith("trial,status,val_loss")
 
@@ -86,3 +87,20 @@ def test_bad_demo_settings_are_refused_before_anything_runs(tmp_path):
         [sys.executable, str(ROOT / "scripts" / "demo.py")], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode != 0 and "NBTUNE_DEMO_EVALS must be a whole number, got 'many'" in proc.stderr
+
+
+@pytest.mark.browser
+def test_the_html_report_shows_the_dashboard_and_plots_with_the_network_off(demo_run, page):
+    _, out = demo_run
+    requests: list[str] = []
+    page.context.set_offline(True)
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto((out / "fashion_mnist.html").as_uri())
+    summary = page.locator(".nbtune-summary").first
+    summary.wait_for(state="visible")
+    assert "2/2</b> trials" in summary.inner_html() and "completed" in summary.inner_text()
+    images = page.locator("img")
+    assert images.count() >= 6  # the dashboard's plots and the notebook's figures
+    assert all(images.nth(i).evaluate("i => i.complete && i.naturalWidth > 50") for i in range(images.count()))
+    assert page.get_by_text("Confusion matrix").first.is_visible()
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # nothing asked of the network
