@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 import nbtune
 from nbtune._errors import SearchFailed
 from nbtune.analysis._importance import NotEnoughTrials, min_trials
+from nbtune.tracking._tracker import wait_for_background
 
 # The metric depends strongly on x and on the optimiser's name, not at all on `unused`.
 CELL = """
@@ -80,6 +81,7 @@ def test_the_parent_run_gets_parallel_coordinates_and_importance(tmp_path):
         CELL, {}, max_evals=12, algo="random", seed=2, backend="local", tracking_uri=uri, experiment="a", quiet=True
     )
     client = MlflowClient(uri)
+    assert wait_for_background(60, uri)  # the summary's files follow the cell's return
     names = {a.path for a in client.list_artifacts(tracked.parent_run_id)}
     assert {"parallel_coordinates.png", "importance.png", "importance.csv"} <= names
     table = client.download_artifacts(tracked.parent_run_id, "importance.csv", str(tmp_path))

@@ -114,6 +114,13 @@ def tracked(server: MlflowServer, _shell, tmp_path_factory: pytest.TempPathFacto
     return result, client, parent, children(client, parent.info.run_id, parent.info.experiment_id)
 
 
+def test_the_summary_is_in_when_the_cell_returns_and_its_files_follow(tracked):
+    _, client, parent, _ = tracked
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == 12  # the summary's data: at once
+    assert _tracker.wait_for_background(60, client.tracking_uri)  # its files: written in the background
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
 def test_a_search_is_one_parent_run_with_a_child_run_per_trial(tracked):
     result, client, parent, kids = tracked
     assert client.get_experiment(parent.info.experiment_id).name == "served"
@@ -155,6 +162,7 @@ def test_the_parent_holds_flags_cell_best_value_and_params(tracked):
 
 def test_artifacts_are_the_cell_trials_table_plots_importance_and_failed_trials_output(tracked, tmp_path):
     result, client, parent, _ = tracked
+    assert _tracker.wait_for_background(60, client.tracking_uri)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     analysis = {"importance.csv", "importance.png"} if result.counts()["ok"] >= 8 else set()
     assert names == {"cell.py", "trials.csv", "durations.png", "parallel_coordinates.png", *analysis}
@@ -243,6 +251,7 @@ def assert_all_in_the_store(url: str, result: nbtune.TuneResult) -> None:
     assert sorted(k.info.run_id for k in kids) == sorted(r.mlflow_run_id for r in result.records)
     assert {k.info.status for k in kids} == {"FINISHED"}
     assert {float(k.data.metrics["loss"]) for k in kids} == {r.value for r in result.records}
+    assert _tracker.wait_for_background(60, client.tracking_uri)
     csv = client.download_artifacts(parent.info.run_id, "trials.csv")  # the summary came after the outage
     assert len(Path(csv).read_text().splitlines()) == len(result.records) + 1
 
@@ -361,6 +370,18 @@ def test_tune_mlflow_ui_serves_the_local_store_and_later_links_point_at_it(ip, c
         assert "Stopped" in capsys.readouterr().out
     finally:
         stop_uis()
+
+
+def test_a_script_that_ends_right_after_a_search_waits_for_the_summary_files(tmp_path):
+    uri = f"sqlite:///{tmp_path}/s.db"
+    script = "import nbtune\n"
+    script += f"r = nbtune.tune({ONE!r}, max_evals=3, backend='local', tracking_uri={uri!r}, quiet=True)\n"
+    script += "print(r.parent_run_id)\n"  # and the interpreter exits at once
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    parent = done.stdout.strip().splitlines()[-1]
+    names = {a.path for a in MlflowClient(uri).list_artifacts(parent)}
+    assert {"trials.csv", "durations.png", "parallel_coordinates.png"} <= names
 
 
 def test_loading_the_extension_does_not_import_mlflow():

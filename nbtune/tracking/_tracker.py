@@ -7,6 +7,7 @@ never delays a trial.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import json
@@ -129,7 +130,8 @@ class MlflowTracker(Listener):
     def __init__(self, options: TuneOptions) -> None:
         self._options = options
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._done = threading.Event()
+        self._done = threading.Event()  # everything is written (or tracking gave up)
+        self._settled = threading.Event()  # every trial and the summary are in: the notebook need not wait
         self._busy_since: float | None = None  # when the writer's current call to a remote store began
         self._abandoned = False  # the store failed for good: tracking is over
         self._down_since: float | None = None  # when the store stopped answering (time.monotonic)
@@ -202,15 +204,21 @@ class MlflowTracker(Listener):
         self._wake.set()  # a writer pausing between tries tries again now
         ended = time.monotonic()
         try:
-            while not self._done.wait(0.1):
+            while not self._settled.wait(0.1):
                 down = self._outage_started()
                 if self._check() or (down is not None and time.monotonic() - max(down, ended) > STALL_SECONDS):
                     break  # the store is down: what waits is left to the background
         except KeyboardInterrupt:
             pass  # the writer goes on in the background
         self._check()
-        if not self._done.is_set() and not self._abandoned:
+        if self._settled.is_set():
+            if not self._done.is_set():  # the summary's table and figures, written after the cell returns
+                _BACKGROUND.add(self)
+                _finish_at_exit()
+            return
+        if not self._abandoned:
             _BACKGROUND.add(self)
+            _finish_at_exit()
             waiting = sum(1 for r in result.records if r.mlflow_run_id is None)
             warnings.warn(
                 f"nbtune: MLflow{self._where()} is not answering: {waiting} of {len(result.records)} trials and the"
@@ -251,7 +259,7 @@ class MlflowTracker(Listener):
                 TrackingWarning,
                 stacklevel=2,
             )
-        return self._abandoned or self._done.is_set()
+        return self._abandoned or self._settled.is_set()
 
     @property
     def uri(self) -> str:
@@ -280,6 +288,8 @@ class MlflowTracker(Listener):
                     else:
                         self._retrying(self._flush_reports)
                         self._retrying(self._close, event[1])
+                        self._settled.set()  # the cell returns; the summary's files follow (not its data)
+                        self._retrying(self._summary_files)
                         return
                 self._retrying(self._flush_reports)
                 self._retrying(self._log_best)
@@ -288,6 +298,7 @@ class MlflowTracker(Listener):
             self._error = shorten(first_line(exc), 200)
         finally:
             self._busy_since = None
+            self._settled.set()
             self._done.set()
             _BACKGROUND.discard(self)
 
@@ -533,11 +544,6 @@ class MlflowTracker(Listener):
             if best.mlflow_run_id:
                 tags["nbtune.best_run_id"] = best.mlflow_run_id
         self._log(self._parent_id, metrics, tags=tags, step=len(result.records))
-        self._client.log_text(self._parent_id, result.to_pandas().to_csv(index=False), "trials.csv")
-        title = f"{len(result.records)} trials, {result.wall_time:.1f} s wall time"
-        figure = plots.durations(result.records, title, size=(6.0, 3.5))
-        self._client.log_figure(self._parent_id, figure, "durations.png")
-        self._log_analysis(result)
         if result.stop_reason in ("interrupted", "cancelled"):
             status = "KILLED"
         elif best is None or result.stop_reason == "error":
@@ -546,11 +552,20 @@ class MlflowTracker(Listener):
             status = "FINISHED"
         self._update(self._parent_id, status, end_ms)
 
-    def _log_analysis(self, result: TuneResult) -> None:
-        """Parallel coordinates and parameter importance on the parent run (importance once there are enough trials)."""
+    def _summary_files(self) -> None:
+        """The parent's files: the trials table, durations, parallel coordinates and importance (with enough trials).
+
+        Written after the search's data, while the notebook goes on: the figures take a second or so.
+        """
         from nbtune.analysis._importance import NotEnoughTrials, importance
         from nbtune.ui import _analysis_plots
 
+        result = self._result
+        assert result is not None
+        self._client.log_text(self._parent_id, result.to_pandas().to_csv(index=False), "trials.csv")
+        title = f"{len(result.records)} trials, {result.wall_time:.1f} s wall time"
+        figure = plots.durations(result.records, title, size=(6.0, 3.5))
+        self._client.log_figure(self._parent_id, figure, "durations.png")
         if not any(r.status == "ok" for r in result.records) or not result.param_names:
             return
         figure = _analysis_plots.parallel_coordinates(result.records, result.param_names, result.metric, result.mode)
@@ -608,6 +623,18 @@ class MlflowTracker(Listener):
             self._store.update_run_info(run_id, RunStatus.from_string(status), end_ms, None)
         elif status != "RUNNING":
             self._client.set_terminated(run_id, status, end_ms)
+
+
+_EXIT_WAIT = 60.0  # seconds a Python process that ends waits for MLflow writes still on their way
+_exit_hook = False
+
+
+def _finish_at_exit() -> None:
+    """Make a script that ends right after a search wait (a while) for its MLflow writes first."""
+    global _exit_hook
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(wait_for_background, _EXIT_WAIT)
 
 
 def wait_for_background(timeout: float, uri: str | None = None) -> bool:
