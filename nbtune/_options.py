@@ -8,14 +8,16 @@ from typing import Any, Literal, get_args
 
 from nbtune._errors import TuneUsageError
 
-Backend = Literal["auto", "local", "spark", "sparktrials"]
+Backend = Literal["auto", "local", "spark", "sparktrials", "driver"]
 Algo = Literal["tpe", "random", "anneal"]
 Mode = Literal["min", "max"]
 Prune = Literal["none", "median", "asha", "hyperband"]
+LogModel = Literal["none", "best", "all"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 ALGOS: tuple[Algo, ...] = get_args(Algo)
 MODES: tuple[Mode, ...] = get_args(Mode)
 PRUNERS: tuple[Prune, ...] = get_args(Prune)
+LOG_MODELS: tuple[LogModel, ...] = get_args(LogModel)
 
 
 def _option(default: Any, help: str, *, flag: bool = True, config: bool = True, logged: bool = False) -> Any:
@@ -55,7 +57,7 @@ class TuneOptions:
     resume: str | None = _option(None, "Continue this cell's last search, or the one with this run id", config=False)
     out: str = _option("_tune", "Variable that receives the result")
     apply_best: bool = _option(False, "Assign the best values into the notebook")
-    log_model: bool = _option(False, "Save each trial's `model` in its MLflow run")
+    log_model: LogModel = _option("none", "Save `model` in the MLflow run of every trial (all, or bare) or the best")
     quiet: bool = _option(False, "Show nothing while searching")
     ui: bool = _option(False, "A form to pick the options before the search starts", config=False)
 
@@ -77,6 +79,8 @@ class TuneOptions:
         if isinstance(values["log_metrics"], str):
             values["log_metrics"] = _split_names(values["log_metrics"])
         values["log_metrics"] = tuple(values["log_metrics"])
+        if isinstance(values["log_model"], bool):  # log_model=True, as before `best` existed: every trial's
+            values["log_model"] = "all" if values["log_model"] else "none"
         opts = TuneOptions(**values)
         opts.validate()
         return opts
@@ -93,6 +97,7 @@ class TuneOptions:
         _one_of("--algo", self.algo, ALGOS)
         _one_of("--mode", self.mode, MODES)
         _one_of("--prune", self.prune, PRUNERS)
+        _one_of("--log-model", self.log_model, LOG_MODELS)
         _positive_int("--min-steps", self.min_steps)
         _positive_int("--max-steps", self.max_steps, optional=True)
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, (int, float)):
@@ -111,7 +116,7 @@ class TuneOptions:
                 raise TuneUsageError(f"--log-metrics must be variable names separated by commas, got {name!r}")
         if self.metric in self.log_metrics:
             raise TuneUsageError(f"--log-metrics repeats the metric '{self.metric}'")
-        if self.log_model and not self.mlflow:
+        if self.log_model != "none" and not self.mlflow:
             raise TuneUsageError("--log-model saves each trial's model in its MLflow run: drop --no-mlflow")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise TuneUsageError(f"--seed must be a non-negative integer, got {self.seed!r}")

@@ -38,6 +38,7 @@ class TuneResult:
     parent_run_id: str | None = None
     parent_url: str | None = None
     dashboard: Any = None
+    best_model: Any = field(default=None, repr=False)  # --backend driver: the best trial's `model`, in memory
 
     @property
     def best_trial(self) -> TrialRecord | None:
@@ -62,7 +63,7 @@ class TuneResult:
 
     @property
     def best_model_uri(self) -> str | None:
-        """With --log-model, where the best trial's model is: `mlflow.pyfunc.load_model(uri)` loads it."""
+        """With --log-model (all or best), where the best trial's model is: `mlflow.pyfunc.load_model(uri)` loads it."""
         best = self.best_trial
         return best.model_uri if best else None
 

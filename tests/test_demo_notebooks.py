@@ -90,7 +90,9 @@ def test_the_fashion_notebook_tunes_the_bundled_template():
             assert line not in tuned
         else:
             assert line in tuned.splitlines()
-    assert tuned.splitlines()[0] == template.splitlines()[0].replace("--max-evals 32", "--max-evals {max_evals}")
+    # Plus --log-model: the notebook's last part evaluates the best trial's own model, loaded from MLflow.
+    header = template.splitlines()[0].replace("--max-evals 32", "--max-evals {max_evals}") + " --log-model"
+    assert tuned.splitlines()[0] == header
     # Its execution, on tiny settings, is tested through `make demo` (tests/test_make_demo.py).
 
 
@@ -125,3 +127,15 @@ def test_workshop_shows_the_form_runs_the_same_search_and_resumes_it(tmp_path, k
     assert "resuming run" in text(resumed) and "with 2 earlier trials" in text(resumed)
     after = text(cell(nb, 'print(_tune.summary())\ntrials = _tune.to_pandas()\nprint(f"{len(trials)}'))
     assert "4 trials in all, of which 2 came back from MLflow" in after
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_ml_notebook_tunes_the_template_on_the_driver_and_keeps_the_best_pipeline(tmp_path, kernel_env):
+    nb = execute("04_spark_ml.ipynb", tmp_path, max_evals=2)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    tuned = cell(nb, "%%tune")
+    assert tuned.source.split("\n", 1)[1] == nbtune.templates.get("spark_ml").split("\n", 1)[1]  # the template
+    assert "2 trials (2 ok)" in text(cell(nb, "print(_tune.summary())"))
+    held_out = float(re.search(r"held-out accuracy ([\d.]+)", text(cell(nb, "from sklearn.datasets"))).group(1))
+    assert 0.5 < held_out <= 1.0  # the best PipelineModel, kept in memory, transforms a DataFrame

@@ -12,7 +12,7 @@ OK_CELL = "x = 1.0  # tune: uniform(0, 1)\nloss = x\n"
 BAD = [
     ("--max-evals 0", OK_CELL, r"--max-evals must be a positive integer, got 0"),
     ("--max-evals many", OK_CELL, r"--max-evals: expected an integer, got 'many'"),
-    ("--backend cloud", OK_CELL, r"--backend must be one of auto, local, spark, sparktrials, got 'cloud'"),
+    ("--backend cloud", OK_CELL, r"--backend must be one of auto, local, spark, sparktrials, driver, got 'cloud'"),
     ("--algo bayes", OK_CELL, r"--algo must be one of tpe, random, anneal"),
     ("--mode up", OK_CELL, r"--mode must be one of min, max"),
     ("--frobnicate 3", OK_CELL, r"unrecognized arguments: --frobnicate 3"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from helpers import ROOT
 
 import nbtune
+from nbtune.cell._flags import parse_flags
+from nbtune.cell._parse import parse_cell
 
 
 def test_templates_are_read_from_the_top_level_folder():
@@ -30,3 +32,14 @@ def test_the_quickstart_template_runs_as_a_cell(ip):
     result = ip.run_cell_magic("tune", header.removeprefix("%%tune") + " --max-evals 6 --seed 0 --quiet", body)
     assert len(result.records) == 6 and result.best_value > 0.9
     assert set(result.best_params) == {"C", "gamma", "kernel"}
+
+
+def test_the_spark_ml_template_tunes_a_pipeline_on_the_driver_with_cross_validation_as_the_metric():
+    header, body = nbtune.templates.get("spark_ml").split("\n", 1)
+    options = parse_flags(header.removeprefix("%%tune"))
+    assert options.backend == "driver" and options.max_evals == 16 and options.mode == "max"
+    assert options.metric == "accuracy" and options.log_metrics == ("test_accuracy",)
+    spec = parse_cell(body, line_offset=1)
+    assert [p.name for p in spec.params] == ["reg", "k"]  # the regularization and the feature size
+    assert {"accuracy", "test_accuracy", "model"} <= spec.binds and "numFolds=3" in body and "Pipeline(" in body
+    # Its execution on Spark: demo_notebooks/04_spark_ml.ipynb (tests/test_demo_notebooks.py).

@@ -51,6 +51,8 @@ def _build() -> _Parser:
             )
         elif f.name == "resume":  # --resume alone: this cell's last search; --resume RUN_ID: that one
             p.add_argument(flag, nargs="?", const="")
+        elif f.name == "log_model":  # --log-model alone: every trial's model, as before `best` existed
+            p.add_argument(flag, nargs="?", const="all")
         else:
             number = {int: _int, float: _number}.get(next((t for t in get_args(kind) if t is not type(None)), kind))
             p.add_argument(flag, type=number or str)

@@ -67,7 +67,7 @@ def build_objective(
         mode=options.mode,
         log_metrics=options.log_metrics,
         line_offset=spec.line_offset,
-        log_model=options.log_model,
+        log_model=options.log_model == "all",  # `best` is saved once the search knows it (search/_driver_search)
         autoreport=options.autoreport,
         autolog=autolog_config(),
         keep_mlflow=options.mlflow,

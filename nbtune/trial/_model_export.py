@@ -17,7 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 # The module prefixes of each flavour's model classes (a user's subclass has one in its MRO).
-_FLAVOURS = (("keras", ("keras.", "tf_keras.", "tensorflow.")), ("sklearn", ("sklearn.",)))
+_FLAVOURS = (
+    ("keras", ("keras.", "tf_keras.", "tensorflow.")),
+    ("sklearn", ("sklearn.",)),
+    ("spark", ("pyspark.ml.",)),  # fitted in the notebook's process: --backend driver
+)
 
 
 def flavour_of(model: Any) -> str:
@@ -27,12 +31,21 @@ def flavour_of(model: Any) -> str:
         for flavour, prefixes in _FLAVOURS:
             if module.startswith(prefixes):
                 return flavour
-    raise TypeError(f"--log-model saves Keras/TensorFlow and scikit-learn models; 'model' is a {type(model).__name__}")
+    raise TypeError(
+        f"--log-model saves Keras/TensorFlow and scikit-learn models; 'model' is a {type(model).__name__}"
+        " (Spark ML models save on --backend driver)"
+    )
 
 
 def export_model(model: Any) -> bytes:
     """The model saved with its MLflow flavour (`save_model`), as a zip of the model directory."""
-    flavour = importlib.import_module(f"mlflow.{flavour_of(model)}")
+    name = flavour_of(model)
+    if name == "spark" and _on_spark_connect():
+        raise TypeError(
+            "--log-model: MLflow's Spark flavour saves Spark ML models through the JVM of classic Spark, "
+            "not on Spark Connect; save _tune.best_model with .save(path) instead"
+        )
+    flavour = importlib.import_module(f"mlflow.{name}")
     with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow"):
         path = os.path.join(tmp, "model")
         # Given requirements, MLflow skips inferring them (a subprocess that reloads the model: ~10 s).
@@ -44,6 +57,13 @@ def export_model(model: Any) -> bytes:
                     full = os.path.join(root, name)
                     archive.write(full, os.path.relpath(full, path))
     return buffer.getvalue()
+
+
+def _on_spark_connect() -> bool:
+    # pyspark.ml models look alike on both; on Connect mlflow.spark fails late, with "'NoneType' ... 'jvm'".
+    from pyspark.sql.utils import is_remote
+
+    return bool(is_remote())
 
 
 def unpack_model(archive: bytes, into: str) -> None:

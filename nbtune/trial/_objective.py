@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import contextlib
 import copy
 import io
 import linecache
@@ -21,6 +20,7 @@ from typing import Any
 from nbtune._text import as_number, shorten
 from nbtune.trial._keras import watch as watch_keras
 from nbtune.trial._mlflow_capture import CapturedRun, TrialCapture
+from nbtune.trial._output import capture_output
 from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._report import Reporter, TrialPruned, TrialReports, reporting
 from nbtune.trial._timeouts import TrialTimeout, time_limit
@@ -101,11 +101,10 @@ class Objective:
         if self.autoreport:
             watch_keras()
         # Outermost, so that the cell's MLflow runs end after its time limit and its reports are over.
-        with TrialCapture(f"trial {request.tid}", self.autolog) as capture:
+        with self._capture(f"trial {request.tid}") as capture:
             try:
                 with (
-                    contextlib.redirect_stdout(buf),
-                    contextlib.redirect_stderr(buf),
+                    capture_output(buf),
                     time_limit(request.timeout),
                     reporting(reports),
                 ):
@@ -148,6 +147,10 @@ class Objective:
         before = capture.problem  # already in the trial's output
         runs = capture.collect()
         return runs, capture.problem if capture.problem != before else None
+
+    def _capture(self, name: str) -> TrialCapture:
+        """Where what the cell logs to MLflow is recorded (the driver backend records nothing)."""
+        return TrialCapture(name, self.autolog)
 
     def _attach_model(self, ns: Mapping[str, Any], outcome: TrialOutcome) -> None:
         """--log-model: the trial's `model`, saved with its MLflow flavour (a failure is noted, not fatal)."""

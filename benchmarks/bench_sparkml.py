@@ -1,0 +1,177 @@
+"""`--backend driver` vs Spark ML's own CrossValidator grid, on the spark_ml template's pipeline, local[2].
+
+    .venv/bin/python benchmarks/bench_sparkml.py            # 16 trials vs a 4 x 4 grid (about 10 minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_sparkml.py --quick    # 4 trials vs a 2 x 2 grid, to check it runs
+
+Both sides fit the same Pipeline (scaling, PCA(k), logistic regression(regParam)) on the same cached
+digits DataFrames with 3-fold cross-validation and parallelism 2: nbtune runs `budget` trials, each a
+CrossValidator over its one parameter map (the template's cell); the grid is one CrossValidator over
+`budget` parameter maps. Prints both walls and their ratio, the held-out accuracy of each side's pick,
+and nbtune's own cost per trial (a trial whose cell does nothing: suggestion, threads, job tags and
+bookkeeping). Machines here are shared and noisy: compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from typing import Any
+
+import nbtune
+
+P = 2
+FOLDS = 3
+
+# The template's pipeline (templates/spark_ml.ipy), reading the DataFrames the notebook made once.
+CELL = """
+from pyspark.ml import Pipeline
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+from pyspark.ml.feature import PCA, StandardScaler, VectorAssembler
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+reg = 0.01   # tune: loguniform(1e-4, 1)
+k = 16       # tune: choice(4, 8, 16, 32)
+
+pipeline = Pipeline(stages=[
+    VectorAssembler(inputCols=pixel_columns, outputCol="pixels"),
+    StandardScaler(inputCol="pixels", outputCol="scaled"),
+    PCA(k=k, inputCol="scaled", outputCol="features"),
+    LogisticRegression(regParam=reg, maxIter=30, labelCol="target"),
+])
+evaluator = MulticlassClassificationEvaluator(labelCol="target", metricName="accuracy")
+cv = CrossValidator(estimator=pipeline, estimatorParamMaps=ParamGridBuilder().build(),
+                    evaluator=evaluator, numFolds=3, seed=0)
+fitted = cv.fit(train)
+accuracy = fitted.avgMetrics[0]
+model = fitted.bestModel
+test_accuracy = evaluator.evaluate(model.transform(test))
+"""
+
+
+def data(spark: Any) -> dict[str, Any]:
+    """The template's split of scikit-learn's digits, as cached Spark DataFrames."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits(as_frame=True).frame
+    train_rows, test_rows = train_test_split(digits, test_size=0.25, random_state=0, stratify=digits["target"])
+    train, test = spark.createDataFrame(train_rows).cache(), spark.createDataFrame(test_rows).cache()
+    train.count(), test.count()
+    return {"train": train, "test": test, "pixel_columns": [c for c in digits.columns if c != "target"]}
+
+
+def grid_search(ns: dict[str, Any], side: int) -> tuple[float, float, dict[str, Any]]:
+    """CrossValidator over a side x side grid (regParam on a log scale x PCA k): wall, held-out accuracy, pick."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.feature import PCA, StandardScaler, VectorAssembler
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    pca = PCA(k=16, inputCol="scaled", outputCol="features")
+    lr = LogisticRegression(maxIter=30, labelCol="target")
+    pipeline = Pipeline(
+        stages=[
+            VectorAssembler(inputCols=ns["pixel_columns"], outputCol="pixels"),
+            StandardScaler(inputCol="pixels", outputCol="scaled"),
+            pca,
+            lr,
+        ]
+    )
+    regs = [10 ** (-4 + 4 * i / (side - 1)) for i in range(side)]  # 1e-4 .. 1, as the template's range
+    ks = [4, 8, 16, 32] if side == 4 else [4, 32]  # the template's choices (their ends at side 2)
+    grid = ParamGridBuilder().addGrid(lr.regParam, regs).addGrid(pca.k, ks).build()
+    evaluator = MulticlassClassificationEvaluator(labelCol="target", metricName="accuracy")
+    cv = CrossValidator(
+        estimator=pipeline, estimatorParamMaps=grid, evaluator=evaluator, numFolds=FOLDS, parallelism=P, seed=0
+    )
+    start = time.perf_counter()
+    fitted = cv.fit(ns["train"])
+    wall = time.perf_counter() - start
+    best = max(range(len(grid)), key=lambda i: fitted.avgMetrics[i])
+    pick = {"reg": grid[best][lr.regParam], "k": grid[best][pca.k], "cv": fitted.avgMetrics[best]}
+    return wall, evaluator.evaluate(fitted.bestModel.transform(ns["test"])), pick
+
+
+def nbtune_search(spark: Any, ns: dict[str, Any], budget: int, seed: int) -> tuple[float, float, dict[str, Any], Any]:
+    """nbtune's driver backend over the same pipeline: wall, the best trial's held-out accuracy, its pick."""
+    start = time.perf_counter()
+    result = nbtune.tune(
+        CELL,
+        {"spark": spark, **ns},
+        backend="driver",
+        parallelism=P,
+        max_evals=budget,
+        metric="accuracy",
+        mode="max",
+        log_metrics="test_accuracy",
+        seed=seed,
+        mlflow=False,
+        quiet=True,
+    )
+    wall = time.perf_counter() - start
+    best = result.best_trial
+    assert best is not None, result.summary()
+    pick = {**best.params, "cv": best.value}
+    return wall, float(best.log_metrics["test_accuracy"]), pick, result
+
+
+def own_cost(spark: Any, trials: int) -> float:
+    """Seconds per trial of nbtune itself on the driver backend: a cell that does nothing, one slot."""
+    start = time.perf_counter()
+    nbtune.tune(
+        "reg = 0.01  # tune: loguniform(1e-4, 1)\nk = 16  # tune: choice(4, 8, 16, 32)\naccuracy = reg\n",
+        {"spark": spark},
+        backend="driver",
+        parallelism=1,
+        max_evals=trials,
+        metric="accuracy",
+        mode="max",
+        mlflow=False,
+        quiet=True,
+    )
+    return (time.perf_counter() - start) / trials
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="4 trials vs a 2 x 2 grid")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    side = 2 if args.quick else 4
+    budget = side * side
+
+    os.environ.setdefault("NBTUNE_SPARK_MASTER", f"local[{P}]")
+    from nbtune.spark._session import start_local_session
+
+    spark = start_local_session()
+    try:
+        ns = data(spark)
+        nbtune_search(spark, ns, 1, args.seed)  # warm-up: the JVM's JIT and the Python workers, for both sides
+        cost = own_cost(spark, 40 if args.quick else 200)
+        grid_wall, grid_test, grid_pick = grid_search(ns, side)
+        tune_wall, tune_test, tune_pick, result = nbtune_search(spark, ns, budget, args.seed)
+    finally:
+        spark.stop()
+
+    busy = sum(r.duration for r in result.records)
+    print(f"Spark ML pipeline on digits, local[{P}], {FOLDS}-fold CV, parallelism {P}, {budget} settings")
+    print(f"{'search':<28}{'wall':>9}{'held-out acc':>14}  pick (CV accuracy)")
+    print(f"{'CrossValidator grid':<28}{grid_wall:>8.1f}s{grid_test:>14.4f}  {_pick(grid_pick)}")
+    print(f"{'nbtune --backend driver':<28}{tune_wall:>8.1f}s{tune_test:>14.4f}  {_pick(tune_pick)}")
+    print(f"nbtune wall / grid wall: {tune_wall / grid_wall:.2f}x")
+    print(f"nbtune slot efficiency: {busy / (P * tune_wall):.2f} (busy trial-seconds / ({P} x wall))")
+    print(f"nbtune's own cost per trial (empty cell, 1 slot): {cost * 1000:.1f} ms")
+
+
+def _pick(pick: dict[str, Any]) -> str:
+    reg = pick["reg"]
+    shown = f"{reg:.2g}" if isinstance(reg, float) and not math.isnan(reg) else str(reg)
+    return f"reg={shown}, k={pick['k']} ({pick['cv']:.4f})"
+
+
+if __name__ == "__main__":
+    main()
