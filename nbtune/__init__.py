@@ -12,12 +12,14 @@ if TYPE_CHECKING:
     from nbtune._errors import TuneUsageError
     from nbtune._events import Listener, SearchInfo
     from nbtune._result import TuneResult
+    from nbtune.pool._pool import Pool
     from nbtune.trial._records import TrialRecord
     from nbtune.trial._report import TrialPruned, report
 
 __version__ = "0.1.0"
 __all__ = [
     "Listener",
+    "Pool",
     "SearchInfo",
     "TrialPruned",
     "TrialRecord",
@@ -43,6 +45,7 @@ _LAZY = {
     "TuneUsageError": ("nbtune._errors", "TuneUsageError"),
     "UsageError": ("IPython.core.error", "UsageError"),
     "templates": ("nbtune.templates", None),
+    "Pool": ("nbtune.pool._pool", "Pool"),  # multiprocessing.Pool on the warm pool (registers joblib's "nbtune")
 }
 
 
@@ -63,3 +66,10 @@ def load_ipython_extension(ipython: Any) -> None:
     from nbtune.magic import load_ipython_extension as load
 
     load(ipython)
+
+
+# joblib.parallel_backend("nbtune") works after `import nbtune`, on the driver and in a worker's cells;
+# this imports neither joblib nor the backend until joblib is loaded and the name is used.
+from nbtune.pool import hook_joblib as _hook_joblib  # noqa: E402
+
+_hook_joblib()

@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 from nbtune._errors import TuneUsageError
 
 Backend = Literal["auto", "local", "spark", "sparktrials", "driver"]
-Algo = Literal["tpe", "random", "anneal"]
+Algo = Literal["tpe", "random", "anneal", "grid"]
 Mode = Literal["min", "max"]
 Prune = Literal["none", "median", "asha", "hyperband"]
 LogModel = Literal["none", "best", "all"]

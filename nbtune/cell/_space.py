@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,47 @@ class SearchSpace:
         if self.custom is not None:
             return dict(evaluated)
         return {p.name: p.convert(evaluated[p.name]) for p in self.params}
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the parameters' values, in hyperopt's units (choice indices), for `--algo grid`."""
+        if self.custom is not None:
+            raise TuneUsageError("--algo grid needs '# tune:' annotations, not --space")
+        axes = [_grid_axis(p) for p in self.params]
+        return [dict(zip(self.names, point, strict=True)) for point in itertools.product(*axes)]
+
+    def grid_algo(self) -> Any:
+        """A hyperopt algorithm (like `rand.suggest`) that books the grid's points one after another."""
+        points = self.grid()
+
+        def suggest(new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[Any]:
+            docs: list[Any] = []
+            for new_id in new_ids:
+                done = len(trials.trials) + len(docs)  # points already booked (also by a resumed search)
+                if done >= len(points):
+                    break
+                misc = {"tid": new_id, "cmd": domain.cmd, "workdir": domain.workdir}
+                misc["idxs"] = {name: [new_id] for name in points[done]}
+                misc["vals"] = {name: [value] for name, value in points[done].items()}
+                docs.extend(trials.new_trial_docs([new_id], [None], [domain.new_result()], [misc]))
+            return docs
+
+        return suggest
+
+
+def _grid_axis(param: Param) -> list[Any]:
+    """One parameter's grid values in hyperopt's units; a continuous parameter has none."""
+    lo, hi = (*param.args, None, None)[:2]
+    if param.dist == "choice":
+        return list(range(len(param.args)))
+    if param.dist == "randint":
+        return list(range(lo, hi))
+    if param.dist == "quniform":
+        q = param.args[2]
+        return [k * q for k in range(round(lo / q), round(hi / q) + 1)]  # what hp.quniform can return
+    raise TuneUsageError(
+        f"--algo grid: '{param.name}' is continuous ({param.dist}); a grid takes choice, randint and quniform",
+        param.line,
+    )
 
 
 def _literal(node: ast.expr, line: int | None, dist: str) -> Any:

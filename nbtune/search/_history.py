@@ -64,7 +64,7 @@ class History:
     def __init__(self, trials: Trials, space: SearchSpace, algo: Algo, seed: int | None) -> None:
         self.trials = trials
         self._domain = base.Domain(_not_called, space.hyperopt_space())
-        self._algo = ALGORITHMS[algo]
+        self._algo = space.grid_algo() if algo == "grid" else ALGORITHMS[algo]
         self._rng = np.random.default_rng(seed)
 
     def suggest(self) -> tuple[int, dict[str, list[Any]]] | None:

@@ -40,6 +40,15 @@ def search_info(options: TuneOptions, space: SearchSpace, objective: Objective, 
     )
 
 
+def _grid_evals(options: TuneOptions, space: SearchSpace) -> TuneOptions:
+    """`--algo grid` runs the whole grid unless --max-evals says otherwise (checks the space is a grid)."""
+    if options.algo != "grid":
+        return options
+    size = len(space.grid())
+    default = TuneOptions.__dataclass_fields__["max_evals"].default
+    return options.replace(max_evals=size) if options.max_evals == default else options
+
+
 class Search:
     """One hyperopt search over an executor, reported to listeners as it goes."""
 
@@ -56,7 +65,7 @@ class Search:
     ) -> None:
         self.objective = objective
         self.space = space
-        self.options = options
+        self.options = options = _grid_evals(options, space)
         self.executor = executor
         self.listeners = Listeners(listeners or [])
         self.info = info or search_info(options, space, objective, executor.name, executor.slots)

@@ -117,6 +117,10 @@ class Coordinator:
             self.errors.put(str(ready[1]))
             return
         self.workers[info.slot] = info
+        self._work(conn, info)
+
+    def _work(self, conn: Connection, info: WorkerInfo) -> None:
+        """Hand trials to one ready worker until the search ends (a subclass may serve other work)."""
         while not self._closed.is_set():
             try:
                 request = self.pending.get(timeout=0.2)
@@ -163,6 +167,11 @@ class Coordinator:
                 return message
             _, step, metrics = message  # ("report", step, {name: value})
             conn.send(bool(self._report and self._report(tid, int(step), dict(metrics))))
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._closed.is_set()
 
     def close(self) -> None:
         """Stop listening and drop every connection; workers then exit on their own."""

@@ -33,13 +33,18 @@ class SparkPoolExecutor:
     name = "spark"
 
     def __init__(
-        self, spark: Any, objective: Packed, parallelism: int | None = None, report: ReportFn | None = None
+        self,
+        spark: Any,
+        objective: Packed,
+        parallelism: int | None = None,
+        report: ReportFn | None = None,
+        coordinator: type[Coordinator] = Coordinator,  # nbtune.Pool serves its tasks with a subclass
     ) -> None:
         self._spark = spark
         cores = default_parallelism(spark)
         self.slots = parallelism or cores
         self._threads_per_worker = max(1, cores // self.slots)
-        self._coordinator = Coordinator(coordinator_host(spark), objective, report)
+        self._coordinator = coordinator(coordinator_host(spark), objective, report)
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
         self.launches = 0
@@ -49,6 +54,11 @@ class SparkPoolExecutor:
         ]
         for thread in self._slot_threads:
             thread.start()
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """The driver's end of the channel to the slots' workers."""
+        return self._coordinator
 
     @property
     def workers(self) -> dict[int, Any]:

@@ -1,4 +1,8 @@
-"""The worker's side of the trial pool: runs inside a long-lived Spark task."""
+"""The worker's side of the warm pool: runs inside a long-lived Spark task.
+
+It serves what the driver's payload can run: trials (`("trial", request)`, the payload is the
+objective) or batches of `nbtune.Pool` tasks (`("call", header)` then its parts; the payload runs them).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ from typing import Any
 
 from nbtune.trial._native_output import native_output
 from nbtune.trial._objective import OUTPUT_LIMIT
-from nbtune.trial._payload import receive
+from nbtune.trial._payload import receive, receive_raw, send
 from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._report import Reporter
+
+_serving = False  # set while this process serves a pool: a Pool or joblib call in a task then runs serially
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -31,14 +37,22 @@ def limit_threads(threads: int) -> None:
         pass
 
 
+def serving() -> bool:
+    """True inside a pool's Spark task: work started there must not ask the pool for more slots."""
+    return _serving
+
+
 def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> tuple[int, str]:
     """Run trials from the coordinator until it hangs up; return how many ran and why it could not connect."""
+    global _serving
     limit_threads(threads)
     try:
         conn = connect(address, secret)
     except (EOFError, OSError) as exc:  # the search ended before this task started, or no route back
         return 0, f"{type(exc).__name__}: {exc}"
     ran = 0
+    cache: dict[str, Any] = {}  # large buffers the driver sent once to this worker, by content key
+    _serving = True
     try:
         conn.send({"slot": slot, "host": socket.gethostname(), "pid": os.getpid()})
         try:
@@ -55,16 +69,21 @@ def serve(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> t
             if isinstance(message, bool):
                 continue  # the answer to a report that a trial timeout interrupted
             kind, request = message
-            if kind != "trial":
+            if kind == "trial":
+                outcome = run_trial(objective, request, _reporter(conn))
+                conn.send(outcome)
+                if outcome.mlflow_follows:  # read the trial's MLflow store while the driver picks the next trial
+                    conn.send(("mlflow", *objective.take_recording()))
+            elif kind == "call":  # a batch of pool tasks: its parts follow, the payload loads and runs them
+                parts = [receive_raw(conn, cache) for _ in range(request[0])]
+                send(conn, objective.call(request, parts))
+            else:
                 break
-            outcome = run_trial(objective, request, _reporter(conn))
-            conn.send(outcome)
-            if outcome.mlflow_follows:  # read the trial's MLflow store while the driver picks the next trial
-                conn.send(("mlflow", *objective.take_recording()))
             ran += 1
     except (EOFError, OSError):
         pass  # the coordinator hung up: the search is over or was cancelled
     finally:
+        _serving = False
         conn.close()
     # Ending normally (not failing the task) keeps Spark's Python worker, and its imports, for next time.
     return ran, ""
