@@ -238,6 +238,12 @@ def test_sparktrials_backend_runs_hyperopts_sparktrials_with_the_same_result_sha
     assert list(result.to_pandas().columns)[:4] == ["trial", "status", "loss", "duration"]
 
 
+def test_a_grid_search_on_sparktrials_runs_every_point_once(local_spark):
+    cell = "k = 1  # tune: choice(1, 2, 3)\nm = 0  # tune: randint(0, 2)\nloss = k + m\n"
+    result = nbtune.tune(cell, {"spark": local_spark}, backend="sparktrials", algo="grid", quiet=True, mlflow=False)
+    assert sorted((r.params["k"], r.params["m"]) for r in result.records) == [(k, m) for k in (1, 2, 3) for m in (0, 1)]
+
+
 def test_the_channel_refuses_a_client_without_the_secret_and_takes_no_results_from_it():
     coordinator = Coordinator("127.0.0.1", pack("objective"))
     try:

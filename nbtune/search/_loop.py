@@ -40,7 +40,7 @@ def search_info(options: TuneOptions, space: SearchSpace, objective: Objective, 
     )
 
 
-def _grid_evals(options: TuneOptions, space: SearchSpace) -> TuneOptions:
+def grid_evals(options: TuneOptions, space: SearchSpace) -> TuneOptions:
     """`--algo grid` runs the whole grid unless --max-evals says otherwise (checks the space is a grid)."""
     if options.algo != "grid":
         return options
@@ -65,7 +65,7 @@ class Search:
     ) -> None:
         self.objective = objective
         self.space = space
-        self.options = options = _grid_evals(options, space)
+        self.options = options = grid_evals(options, space)
         self.executor = executor
         self.listeners = Listeners(listeners or [])
         self.info = info or search_info(options, space, objective, executor.name, executor.slots)

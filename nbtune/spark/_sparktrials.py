@@ -16,7 +16,7 @@ from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
 from nbtune.search import _history as history
-from nbtune.search._loop import search_info
+from nbtune.search._loop import grid_evals, search_info
 from nbtune.search._policy import StopPolicy, StopReason
 from nbtune.trial._objective import Objective
 from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
@@ -49,6 +49,7 @@ class SparkTrialsSearch:
         info: SearchInfo | None = None,
         result: TuneResult | None = None,
     ) -> None:
+        options = grid_evals(options, space)  # --algo grid: the whole grid by default, as on the other backends
         self.spark, self.objective, self.space, self.options = spark, objective, space, options
         self.slots = options.parallelism or int(spark.sparkContext.defaultParallelism)
         self.listeners = Listeners(listeners or [])
@@ -72,7 +73,7 @@ class SparkTrialsSearch:
                 fmin(
                     _trial_fn(self.objective, self.space, opts.trial_timeout),
                     self.space.hyperopt_space(),
-                    algo=history.ALGORITHMS[opts.algo],
+                    algo=self.space.grid_algo() if opts.algo == "grid" else history.ALGORITHMS[opts.algo],
                     max_evals=opts.max_evals,
                     trials=trials,
                     timeout=opts.timeout,
