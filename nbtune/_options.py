@@ -58,6 +58,11 @@ class TuneOptions:
     out: str = _option("_tune", "Variable that receives the result")
     apply_best: bool = _option(False, "Assign the best values into the notebook")
     log_model: LogModel = _option("none", "Save `model` in the MLflow run of every trial (all, or bare) or the best")
+    by: tuple[str, ...] = _option((), "Key column(s) of --data: one search per group", config=False, logged=True)
+    data: str | None = _option(
+        None, "A notebook DataFrame; the cell sees one group's rows under this name", config=False
+    )
+    log_trials: bool = _option(False, "With --by: an MLflow run for every trial, not only for every group")
     quiet: bool = _option(False, "Show nothing while searching")
     ui: bool = _option(False, "A form to pick the options before the search starts", config=False)
 
@@ -79,6 +84,9 @@ class TuneOptions:
         if isinstance(values["log_metrics"], str):
             values["log_metrics"] = _split_names(values["log_metrics"])
         values["log_metrics"] = tuple(values["log_metrics"])
+        if isinstance(values["by"], str):  # --by store,region
+            values["by"] = _split_names(values["by"])
+        values["by"] = tuple(values["by"])
         if isinstance(values["log_model"], bool):  # log_model=True, as before `best` existed: every trial's
             values["log_model"] = "all" if values["log_model"] else "none"
         opts = TuneOptions(**values)
@@ -118,6 +126,7 @@ class TuneOptions:
             raise TuneUsageError(f"--log-metrics repeats the metric '{self.metric}'")
         if self.log_model != "none" and not self.mlflow:
             raise TuneUsageError("--log-model saves each trial's model in its MLflow run: drop --no-mlflow")
+        _check_groups(self)
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise TuneUsageError(f"--seed must be a non-negative integer, got {self.seed!r}")
 
@@ -143,3 +152,28 @@ def _positive_number(flag: str, value: Any) -> None:
 def _one_of(flag: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise TuneUsageError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _check_groups(opts: TuneOptions) -> None:
+    """`--by` and `--data` come together, and only where one search per group can run."""
+    if bool(opts.by) != (opts.data is not None):
+        given, missing = ("--by", "--data DF") if opts.by else ("--data", "--by KEY")
+        raise TuneUsageError(f"{given} needs {missing}: one search per group of a DataFrame's rows")
+    if opts.data is not None and not (
+        isinstance(opts.data, str) and opts.data.isidentifier() and not iskeyword(opts.data)
+    ):
+        raise TuneUsageError(f"--data must be a variable name, got {opts.data!r}")
+    if not opts.by:
+        if opts.log_trials:
+            raise TuneUsageError("--log-trials is for --by (every trial has its run already)")
+        return
+    if opts.backend in ("local", "sparktrials", "driver"):
+        raise TuneUsageError(
+            f"--by runs each group's search in a Spark task: use --backend auto or spark, not {opts.backend}"
+        )
+    if opts.apply_best:
+        raise TuneUsageError("--apply-best cannot assign one value per group: read _tune.best_params[key] instead")
+    if opts.prune != "none":
+        raise TuneUsageError("--prune is not available with --by: each group's trials run one after another")
+    if opts.parallelism is not None:
+        raise TuneUsageError("--parallelism is not used with --by: groups run on every Spark slot")

@@ -29,6 +29,10 @@ def run_search(
 
     `show` places the dashboard (the form puts it under itself); raises SearchFailed with the result.
     """
+    if options.by:  # one search per group of --data, in Spark tasks
+        from nbtune.groups._driver import run_groups
+
+        return run_groups(spec, options, namespace, listeners=listeners, info=info)
     space = search_space(spec.params, options.space, namespace)
     objective = build_objective(spec, namespace, options, space.names)
     options, resumed = tracking_setup(options, namespace, spec.source, space)  # experiment default, --resume

@@ -1,0 +1,168 @@
+"""One model per group: nbtune `--by` against the hand-written pattern and a serial loop on the driver.
+
+G groups x T trials of a small scikit-learn Ridge fit (about 10 ms here; the script prints the measured
+median), local[2], one process, one Spark session:
+
+- nbtune: `%%tune --by g --data sales --max-evals T` (nbtune.tune with by/data), MLflow off;
+- hand-written: `df.groupBy("g").applyInPandas(fn)`, `fn` running hyperopt's `fmin` with serial `Trials`
+  (the pattern users write today), MLflow off;
+- serial: a pandas `groupby` loop on the driver running the same `fmin` per group.
+
+Slot efficiency = time spent searching inside the groups / (wall x slots). Walls are medians of --repeats.
+
+    .venv/bin/python benchmarks/bench_groups.py                        # 1,000 groups x 20 trials
+    .venv/bin/python benchmarks/bench_groups.py --groups 40 --trials 5 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CELL = """
+alpha = 1.0  # tune: loguniform(1e-3, 10)
+model = Ridge(alpha=alpha).fit(sales[FEATURES].to_numpy()[:HALF], sales["y"].to_numpy()[:HALF])
+pred = model.predict(sales[FEATURES].to_numpy()[HALF:])
+rmse = float(np.sqrt(np.mean((pred - sales["y"].to_numpy()[HALF:]) ** 2)))
+"""
+FEATURES = [f"f{i}" for i in range(20)]
+
+
+def make_data(groups: int, rows: int, seed: int = 0) -> pd.DataFrame:
+    """`groups` linear problems of `rows` rows and 20 features each."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(groups * rows, len(FEATURES)))
+    w = rng.normal(size=(groups, len(FEATURES)))
+    g = np.repeat(np.arange(groups), rows)
+    y = np.einsum("ij,ij->i", x, w[g]) + rng.normal(0, 0.5, groups * rows)
+    frame = pd.DataFrame(x, columns=FEATURES)
+    frame["g"], frame["y"] = g, y
+    return frame
+
+
+def fit_seconds(data: pd.DataFrame, rows: int) -> float:
+    """The median time of one trial's fit and score."""
+    from sklearn.linear_model import Ridge
+
+    one = data[data["g"] == 0]
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        exec(CELL, {"Ridge": Ridge, "np": np, "sales": one, "FEATURES": FEATURES, "HALF": rows // 2})
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def fmin_group(pdf: pd.DataFrame, trials: int, half: int) -> float:
+    """The hand-written search of one group: hyperopt's fmin over serial Trials; returns the best rmse."""
+    from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+    from sklearn.linear_model import Ridge
+
+    def objective(alpha: float) -> dict[str, Any]:  # the cell's very code
+        model = Ridge(alpha=alpha).fit(pdf[FEATURES].to_numpy()[:half], pdf["y"].to_numpy()[:half])
+        pred = model.predict(pdf[FEATURES].to_numpy()[half:])
+        return {"loss": float(np.sqrt(np.mean((pred - pdf["y"].to_numpy()[half:]) ** 2))), "status": STATUS_OK}
+
+    found = Trials()
+    space = hp.loguniform("alpha", np.log(1e-3), np.log(10))
+    fmin(objective, space, algo=tpe.suggest, max_evals=trials, trials=found, show_progressbar=False)
+    return float(min(found.losses()))
+
+
+def run_nbtune(spark: Any, sdf: Any, trials: int, half: int) -> tuple[float, float]:
+    """Wall seconds and seconds searched inside the groups."""
+    from sklearn.linear_model import Ridge
+
+    import nbtune
+
+    ns = {"spark": spark, "sales": sdf, "Ridge": Ridge, "np": np, "FEATURES": FEATURES, "HALF": half}
+    start = time.perf_counter()
+    result = nbtune.tune(CELL, ns, by="g", data="sales", metric="rmse", max_evals=trials, quiet=True, mlflow=False)
+    wall = time.perf_counter() - start
+    assert result.group_counts().get("ok") == len(result.outcomes), result.summary()
+    return wall, float(result.groups["duration"].sum())
+
+
+def run_hand_written(sdf: Any, trials: int, half: int) -> tuple[float, float]:
+    """The pattern users write today: applyInPandas around fmin."""
+
+    def per_group(pdf: pd.DataFrame) -> pd.DataFrame:
+        start = time.time()
+        best = fmin_group(pdf, trials, half)
+        return pd.DataFrame({"g": [int(pdf["g"].iloc[0])], "best": [best], "seconds": [time.time() - start]})
+
+    start = time.perf_counter()
+    rows = sdf.groupBy("g").applyInPandas(per_group, "g long, best double, seconds double").collect()
+    return time.perf_counter() - start, float(sum(r["seconds"] for r in rows))
+
+
+def run_serial(data: pd.DataFrame, trials: int, half: int) -> tuple[float, float]:
+    """A pandas groupby loop on the driver."""
+    start = time.perf_counter()
+    for _, pdf in data.groupby("g"):
+        fmin_group(pdf, trials, half)
+    wall = time.perf_counter() - start
+    return wall, wall
+
+
+def main() -> None:
+    """Run the three side by side and print walls, slot efficiency and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serial-groups", type=int, default=100, help="groups the serial loop runs (scaled up)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ["NBTUNE_SPARK_MASTER"] = "local[2]"
+    from nbtune.spark._session import start_local_session
+
+    spark = start_local_session()
+    slots = int(spark.sparkContext.defaultParallelism)
+    data = make_data(args.groups, args.rows)
+    sdf = spark.createDataFrame(data).cache()
+    sdf.count()
+    half = args.rows // 2
+    print(f"{args.groups} groups x {args.trials} trials, {args.rows} rows a group, local[{slots}]")
+    print(f"one trial's fit: {fit_seconds(data, args.rows) * 1000:.1f} ms (median of 20, driver)")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+
+    warm = sdf.filter(sdf["g"] < 4)  # Python workers started and imports done before anything is timed
+    run_nbtune(spark, warm, 2, half)
+    run_hand_written(warm, 2, half)
+    results: dict[str, list[tuple[float, float]]] = {"nbtune": [], "hand-written": [], "serial": []}
+    serial_groups = min(args.serial_groups, args.groups)
+    scale = args.groups / serial_groups
+    small = data[data["g"] < serial_groups]
+    for _ in range(args.repeats):  # interleaved, so a noisy neighbour hurts every contender alike
+        results["nbtune"].append(run_nbtune(spark, sdf, args.trials, half))
+        results["hand-written"].append(run_hand_written(sdf, args.trials, half))
+        wall, busy = run_serial(small, args.trials, half)
+        results["serial"].append((wall * scale, busy * scale))
+
+    print(f"{'':14s} {'wall s':>8s} {'busy s':>8s} {'slot eff':>9s}")
+    medians = {}
+    for name, runs in results.items():
+        wall = statistics.median(w for w, _ in runs)
+        busy = statistics.median(b for _, b in runs)
+        used = 1 if name == "serial" else slots
+        medians[name] = wall
+        note = f" (scaled from {serial_groups} groups)" if name == "serial" and scale != 1 else ""
+        print(f"{name:14s} {wall:8.1f} {busy:8.1f} {busy / (wall * used):9.2f}{note}")
+    print(f"wall nbtune / hand-written: {medians['nbtune'] / medians['hand-written']:.2f}")
+    print(f"wall nbtune / serial:       {medians['nbtune'] / medians['serial']:.2f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
