@@ -122,6 +122,9 @@ def main() -> None:
                 results["server"] = compare(setup, "mlflow server", server.url, args.trials, args.nap, args.repeat)
             finally:
                 server.stop()
+        from nbtune.tracking._tracker import wait_for_background
+
+        wait_for_background(60)  # the last search's summary files, still being written, go in `tmp`
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     worst = max(results.values())
     print(f"worst warm overhead (median of pairs) {worst:+.1%}, target <= +3%: {'ok' if worst <= 0.03 else 'over'}")

@@ -11,6 +11,7 @@ from typing import Any
 from nbtune._errors import TuneUsageError
 from nbtune._options import TuneOptions
 from nbtune.groups._result import GroupOutcome
+from nbtune.tracking._resume import child_runs
 from nbtune.tracking._tracker import CELL_HASH_TAG, cell_hash
 
 GROUP_TAG, BEST_TAG, BY_TAG = "nbtune.group", "nbtune.best_params", "nbtune.by"
@@ -56,7 +57,7 @@ def load_groups(options: TuneOptions, source: str) -> Resumed | None:
         parent = runs[0]
     resumed = Resumed(parent.info.run_id, parent.info.experiment_id)
     with tempfile.TemporaryDirectory() as tmp:
-        for run in _children(client, parent):
+        for run in child_runs(client, parent):
             status = _DONE.get(run.info.status)
             label = run.data.tags.get(GROUP_TAG)
             if status is None or label is None or label in resumed.groups:
@@ -79,19 +80,3 @@ def _outcome(client: Any, run: Any, status: str, metric: str, tmp: str) -> Group
     except Exception:  # an unreadable table: the group is still done, its trials just not listed
         outcome.trials = []
     return outcome
-
-
-def _children(client: Any, parent: Any) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs

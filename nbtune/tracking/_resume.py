@@ -82,7 +82,7 @@ def load_search(options: TuneOptions, source: str, space: SearchSpace) -> TuneRe
             f"--resume: run {parent.info.run_id} optimised '{stored_metric}', this search '{options.metric}'"
         )
     links = links_for(client.tracking_uri, options.mlflow_ui_url)
-    finished = _finished(_children(client, parent))
+    finished = _finished(child_runs(client, parent))
     result = rebuild(finished, options, space, links, _histories(client, finished))
     result.parent_run_id = parent.info.run_id
     result.parent_url = links.run_url(parent.info.experiment_id, parent.info.run_id)
@@ -109,7 +109,7 @@ def _last_search(client: Any, options: TuneOptions, digest: str) -> Any:
     return runs[0] if runs else None
 
 
-def _children(client: Any, parent: Any) -> list[Any]:
+def child_runs(client: Any, parent: Any) -> list[Any]:
     """Every child run of a parent run, all pages."""
     runs: list[Any] = []
     token = None
