@@ -161,3 +161,33 @@ def test_workers_follow_the_notebooks_autologging_from_search_to_search(local_sp
     finally:
         mlflow.sklearn.autolog(disable=True)
     assert not any("training_score" in run.metrics for run in search())  # the same (warm) workers, turned off
+
+
+def test_a_cancel_landing_while_mlflow_is_pointed_at_the_trials_store_releases_the_uri_lock(monkeypatch):
+    """A cancel is raised in the trial's thread (TrialCancelled, a BaseException) wherever it is, also here."""
+    import threading
+
+    from nbtune.trial._mlflow_capture import TrialCapture, uri_lock
+    from nbtune.trial._timeouts import TrialCancelled
+
+    def cancelled(*args, **kwargs):
+        raise TrialCancelled
+
+    monkeypatch.setattr(mlflow, "start_run", cancelled)  # the cancel lands inside start_run
+    before = mlflow.get_tracking_uri()
+    raised: list[BaseException] = []
+
+    def trial() -> None:
+        try:
+            with TrialCapture("trial 0"):
+                pass
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=trial)
+    thread.start()
+    thread.join()
+    assert [type(e) for e in raised] == [TrialCancelled]
+    assert uri_lock.acquire(timeout=1)  # the thread is gone; it must not have kept the lock
+    uri_lock.release()
+    assert mlflow.get_tracking_uri() == before

@@ -146,13 +146,13 @@ class TrialCapture:
         fluent: Any = importlib.import_module("mlflow.tracking.fluent")
         tracking_utils: Any = importlib.import_module("mlflow.tracking._tracking_service.utils")
 
-        uri_lock.acquire()  # released in _deactivate: nobody reads the notebook's URI while it is swapped
-        self._tmp = Path(tempfile.mkdtemp(prefix="nbtune-mlflow-"))
-        self._root = self._tmp / "store"  # a directory the file store creates, with its default experiment
         self._saved_env = {name: os.environ.get(name) for name in _ENV}
         self._saved_uri = tracking_utils._tracking_uri  # the notebook's own setting: None = MLflow's default
         self._saved_experiment = fluent._active_experiment_id
+        uri_lock.acquire()  # released by _restore: nobody reads the notebook's URI while it is swapped
         try:
+            self._tmp = Path(tempfile.mkdtemp(prefix="nbtune-mlflow-"))
+            self._root = self._tmp / "store"  # a directory the file store creates, with its default experiment
             os.environ[_ALLOW_FILE_STORE] = "true"
             os.environ["MLFLOW_TRACKING_URI"] = self._root.as_uri()
             os.environ["MLFLOW_EXPERIMENT_ID"] = "0"  # the file store's default experiment
@@ -169,6 +169,11 @@ class TrialCapture:
         except Exception as exc:  # the trial runs all the same; what its cell logs goes where MLflow points
             self.problem = f"nbtune: could not record what the trial logs to MLflow: {exc}"
             self._restore(mlflow, fluent)
+        except BaseException:  # a cancel raised in this thread meanwhile: the lock must not outlive it
+            self._run_id = None
+            self._restore(mlflow, fluent)
+            self.discard()
+            raise
 
     def _deactivate(self) -> None:
         import mlflow
