@@ -188,3 +188,12 @@ def test_keras_fit_reports_every_epoch_and_a_prune_stops_the_fit(ip):
 def test_no_autoreport_leaves_keras_alone(ip):
     result = run_tune(ip, "--max-evals 2 --metric val_loss --no-autoreport --seed 3 --quiet", KERAS)
     assert all(r.curve == [] and r.status == "ok" for r in result.records)
+
+
+def test_a_trials_last_report_never_prunes_it():
+    """At its last epoch a trial is complete: a prune answer then saves nothing and would hide its result."""
+    from nbtune.trial._report import TrialReports
+
+    reports = TrialReports(send=lambda step, metrics: True, metric="loss", mode="min")
+    assert not reports.add(None, {"loss": 0.5}, final=True) and not reports.pruned
+    assert reports.add(None, {"loss": 0.4}) and reports.pruned  # an earlier step: pruned

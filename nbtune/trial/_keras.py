@@ -48,7 +48,9 @@ def _patch(keras: ModuleType) -> None:
     class _Report(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             reports = current()
-            if reports is not None and logs and reports.add(None, dict(logs)):
+            # The last epoch (of `epochs`, or EarlyStopping's): the trial is complete, nothing left to prune.
+            last = epoch + 1 >= int(self.params.get("epochs") or 0) or bool(self.model.stop_training)
+            if reports is not None and logs and reports.add(None, dict(logs), final=last):
                 self.model.stop_training = True
 
     @functools.wraps(original)

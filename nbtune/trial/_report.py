@@ -40,8 +40,8 @@ class TrialReports:
     curve: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     _skipped: bool = False
 
-    def add(self, step: int | None, metrics: dict[str, Any]) -> bool:
-        """Record one report and pass it on; True if the trial is (now) pruned."""
+    def add(self, step: int | None, metrics: dict[str, Any], final: bool = False) -> bool:
+        """Record one report and pass it on; True if the trial is (now) pruned (never by its `final` report)."""
         self.step = self.step + 1 if step is None else int(step)
         numbers: dict[str, float] = {}
         for name, raw in metrics.items():
@@ -62,7 +62,7 @@ class TrialReports:
             self.best is None or (value < self.best if self.mode == "min" else value > self.best)
         ):
             self.best = value
-        if self.send is not None and not self.pruned and self.send(self.step, numbers):
+        if self.send is not None and not self.pruned and self.send(self.step, numbers) and not final:
             self.pruned = True
         return self.pruned
 
