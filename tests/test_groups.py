@@ -148,6 +148,42 @@ def test_mlflow_gets_a_parent_run_and_a_child_run_per_group_and_per_trial_with_l
     assert "trials.json" in artifacts
 
 
+RIDGE = (
+    "from sklearn.linear_model import Ridge\n"
+    "alpha = 1.0  # tune: loguniform(1e-4, 10)\n"
+    "if sales['store'].iloc[0] == 'broken':\n"
+    "    raise ValueError('no data for this store')\n"
+    "model = Ridge(alpha=alpha).fit(sales[['x']], sales['y'])\n"
+    "rmse = float(((model.predict(sales[['x']]) - sales['y']) ** 2).mean() ** 0.5)\n"
+)
+
+
+@pytest.mark.spark
+def test_log_model_keeps_each_groups_best_model_and_one_router_model_for_all(local_spark, tmp_path):
+    import mlflow
+
+    data, slopes = planted(3, rows=30)
+    broken = pd.DataFrame({"store": "broken", "x": [0.5], "y": [1.0]})
+    uri = f"sqlite:///{tmp_path}/models.db"
+    mlflow.set_tracking_uri(uri)
+    sales = pd.concat([data, broken], ignore_index=True)
+    track = {"mlflow": True, "tracking_uri": uri, "experiment": "m", "log_model": "all"}
+    result = by_store(local_spark, RIDGE, {"sales": sales}, max_evals=4, **track)
+    groups = result.groups.set_index("store")
+    assert groups.loc["broken", "status"] == "failed" and groups.loc["broken", "model_uri"] is None
+    one = mlflow.pyfunc.load_model(groups.loc["s01", "model_uri"])  # a group's own model, in its run
+    assert one.predict(pd.DataFrame({"x": [1.0]}))[0] == pytest.approx(slopes["s01"], abs=0.15)
+
+    router = mlflow.pyfunc.load_model(result.best_model_uri)
+    rows = pd.DataFrame({"store": ["s02", "s00", "s02", "broken"], "x": [1.0, 1.0, 0.5, 1.0]})
+    with pytest.warns(UserWarning, match=r"no model for group\(s\) \[\('broken',\)\]"):
+        predicted = router.predict(rows)
+    assert predicted[:3].tolist() == pytest.approx([slopes["s02"], slopes["s00"], slopes["s02"] / 2], abs=0.15)
+    assert np.isnan(predicted[3])
+    with pytest.raises(ValueError, match="need the key column"):
+        router.predict(pd.DataFrame({"x": [1.0]}))
+
+
 @pytest.mark.spark
 def test_resume_skips_the_groups_already_finished(local_spark, tmp_path):
     data, _ = planted(6, rows=5)
@@ -180,6 +216,7 @@ SALES = pd.DataFrame({"store": ["a", "b"], "x": [1.0, 2.0], "y": [1.0, 2.0]})
         ({"by": "store", "data": "numbers"}, "--data numbers must be a Spark or pandas DataFrame, got list"),
         ({"by": "store", "data": "nothing"}, "--data nothing: no such variable in the notebook"),
         ({"by": "store", "data": "other"}, "the cell never reads 'other' \\(--data\\)"),
+        ({"by": "store", "data": "sales", "log_model": "best"}, "--log-model .*: drop --no-mlflow$"),
     ],
 )
 def test_bad_group_options_are_one_line_usage_errors(options, message):

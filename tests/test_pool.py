@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import re
 import threading
 import time
 import warnings
@@ -224,3 +225,38 @@ def test_a_keyed_buffer_is_sent_once_per_peer_within_its_budget():
     assert np.array_equal(again, big) and not again.flags.writeable  # shared by later tasks: read-only
     small = Held(limit=big.nbytes - 1)  # no room: sent each time, and the peer keeps nothing
     assert deliver(big, small)[0] > big.nbytes and not small.keys
+
+
+def test_a_long_map_shows_a_text_progress_line_and_progress_false_shows_nothing(alone, local_spark, capsys):
+    with nbtune.Pool(spark=local_spark) as pool:
+        assert pool.map(time.sleep, [0.25] * 12, chunksize=1) == [None] * 12
+        assert pool.map(abs, [-1, -2]) == [1, 2]  # short: no bar
+    lines = capsys.readouterr().err.split("\n")
+    assert lines[-1] == "" and len(lines) == 2  # one line, redrawn in place, ended when the map ends
+    assert re.fullmatch(r"nbtune.Pool map: \[#{20}\] 12/12  \d\d:\d\d", lines[0].rsplit("\r", 1)[-1])
+    with nbtune.Pool(spark=local_spark, progress=False) as quiet:
+        quiet.map(time.sleep, [0.25] * 12, chunksize=1)
+    assert capsys.readouterr().err == ""
+
+
+def test_in_a_notebook_a_long_map_shows_a_progress_widget_that_ends_full(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = (
+        "import time, nbtune\n"
+        "with nbtune.Pool() as pool:\n"
+        "    pool.map(abs, range(4))  # the slots start\n"
+        "    done = pool.map(time.sleep, [0.3] * 16, chunksize=1)\n"
+        "print(len(done))"
+    )
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    NotebookClient(nb, timeout=300, store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    bars = [m["state"] for m in states.values() if m["model_name"] == "IntProgressModel"]
+    # The first map shows a bar too when starting Spark's workers makes it last over a second.
+    assert [(b["value"], b["bar_style"]) for b in bars if b["max"] == 16] == [(16, "success")]
+    labels = [m["state"]["value"] for m in states.values() if m["model_name"] == "LabelModel"]
+    assert any(label.startswith("16/16  00:0") for label in labels)
+    assert nb.cells[0].outputs[-1]["text"] == "16\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import pytest
 from spark_fixtures import standalone_cluster, stop_active_session  # noqa: F401 - fixture
@@ -61,6 +62,46 @@ def test_trials_run_on_both_executors(cluster_spark):
     result = search(cluster_spark, 8, 0.5)
     assert [r.status for r in result.records] == ["ok"] * 8
     assert len({executor_of(r) for r in result.records}) == 2
+
+
+def executor_jvms(worker_pid):
+    """PIDs of the executor JVMs a standalone worker launched (its descendants running the executor)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmd:
+                children.setdefault(ppid, []).append((int(entry), b"CoarseGrainedExecutorBackend" in cmd.read()))
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or gone meanwhile
+    found, todo = [], [worker_pid]
+    while todo:
+        for pid, is_executor in children.get(todo.pop(), []):
+            todo.append(pid)
+            if is_executor:
+                found.append(pid)
+    return found
+
+
+def test_pool_map_loses_no_result_when_an_executor_jvm_dies(cluster_spark, standalone_cluster):
+    def slow_square(x):
+        time.sleep(0.2)
+        return x * x
+
+    victim = standalone_cluster["workers"][1]
+    with nbtune.Pool(spark=cluster_spark, progress=False) as pool:
+        assert pool.processes == 2
+        results = []
+        for n, value in enumerate(pool.imap(slow_square, range(40), chunksize=1)):
+            results.append(value)
+            if n == 8:
+                executors = executor_jvms(victim.pid)
+                assert executors, "the worker runs no executor"
+                for pid in executors:
+                    os.kill(pid, signal.SIGKILL)  # the JVM running this worker's tasks dies mid-map
+    assert results == [x * x for x in range(40)]
+    assert victim.poll() is None  # the Spark worker itself lives on and launches a new executor
 
 
 class KillWorkerAfter(Listener):

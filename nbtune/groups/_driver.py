@@ -42,7 +42,8 @@ def run_groups(
     check_cell(spec, options, namespace)
     space = search_space(spec.params, options.space, namespace)
     others = {k: v for k, v in namespace.items() if k != options.data}  # the rows travel per group, not captured
-    objective = replace(build_objective(spec, others, options, space.names), keep_mlflow=False)
+    # --log-model: each group's best model, exported once by its task, not every trial's
+    objective = replace(build_objective(spec, others, options, space.names), keep_mlflow=False, log_model=False)
     pack_for_workers(objective)  # names the variable that cannot ship, before any Spark job
     value = namespace[options.data or ""]
     spark = value.sparkSession if is_spark_frame(value) else active_session(namespace) or start_local_session()
@@ -192,6 +193,7 @@ class GroupSearch:
             max_failures=opts.max_failures,
             early_stop=opts.early_stop,
             trial_timeout=opts.trial_timeout,
+            log_model=opts.log_model != "none",
             seeds={gid: group_seed(opts.seed, key) for gid, key in enumerate(layout.keys)},
             address=channel.address,
             secret=channel.secret,
@@ -279,9 +281,9 @@ class _Job:
 
 
 def _schema() -> Any:
-    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+    from pyspark.sql.types import BinaryType, DoubleType, LongType, StringType, StructField, StructType
 
-    types = {"long": LongType(), "double": DoubleType(), "string": StringType()}
+    types = {"long": LongType(), "double": DoubleType(), "string": StringType(), "binary": BinaryType()}
     return StructType([StructField(name, types[kind], True) for name, kind in RESULT_FIELDS])
 
 

@@ -46,8 +46,6 @@ def check_cell(spec: CellSpec, options: TuneOptions, namespace: Mapping[str, Any
         raise TuneUsageError(f"the cell never reads '{name}' (--data): it holds each group's rows, so train on it")
     if options.resume is not None and not options.mlflow:
         raise TuneUsageError("--resume reads the finished groups from MLflow; drop --no-mlflow")
-    if options.log_model != "none":
-        raise TuneUsageError("--log-model is not available with --by yet: log the model from the cell itself")
 
 
 def make_plan(spark: Any, options: TuneOptions, namespace: Mapping[str, Any]) -> GroupPlan:

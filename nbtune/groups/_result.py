@@ -30,6 +30,9 @@ class GroupOutcome:
     host: str = ""
     run_id: str | None = None
     mlflow_url: str | None = None
+    model: bytes | None = field(default=None, repr=False)  # --log-model: zipped until MLflow has it
+    model_error: str | None = None
+    model_uri: str | None = None
 
     def finish(self, row: dict[str, Any]) -> None:
         """Take in the row the group's task sent."""
@@ -41,6 +44,7 @@ class GroupOutcome:
         self.duration = float(row.get("duration") or 0.0)
         self.error, self.traceback = row.get("error"), row.get("traceback")
         self.host = str(row.get("host") or "")
+        self.model, self.model_error = row.get("model") or self.model, row.get("model_error")
 
 
 def _number(value: Any) -> float | None:
@@ -56,6 +60,12 @@ class GroupsResult(TuneResult):
 
     keys: list[str] = field(default_factory=list)
     outcomes: list[GroupOutcome] = field(default_factory=list)
+    router_model_uri: str | None = None  # --log-model: the pyfunc model that routes rows to their group's model
+
+    @property
+    def best_model_uri(self) -> str | None:
+        """With --log-model: one model for every group, which sends each row to its group's best model."""
+        return self.router_model_uri
 
     def _label(self, key: tuple[Any, ...]) -> Any:
         return key[0] if len(self.keys) == 1 else key
@@ -73,7 +83,7 @@ class GroupsResult(TuneResult):
         import pandas as pd
 
         columns = [*self.keys, "status", self.metric, *self.param_names, "trials", "failed", "rows", "duration"]
-        columns += ["error", "run_id", "mlflow_url"]
+        columns += ["error", "run_id", "mlflow_url", "model_uri"]
         rows = [
             {
                 **dict(zip(self.keys, g.key, strict=True)),
@@ -87,6 +97,7 @@ class GroupsResult(TuneResult):
                 "error": g.error,
                 "run_id": g.run_id,
                 "mlflow_url": g.mlflow_url,
+                "model_uri": g.model_uri,
             }
             for g in self._ordered()
         ]

@@ -12,12 +12,12 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nbtune.groups._channel import connect, send
 from nbtune.trial._objective import Objective
-from nbtune.trial._records import TrialRecord, TrialRequest
+from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
 
 GID, SALT = "__nbtune_gid", "__nbtune_salt"  # columns the driver adds: the group's id and its partition's salt
 
@@ -35,6 +35,8 @@ RESULT_FIELDS: tuple[tuple[str, str], ...] = (
     ("traceback", "string"),
     ("host", "string"),
     ("records", "string"),
+    ("model", "binary"),  # --log-model: the best trial's model, zipped (only when the channel did not carry it)
+    ("model_error", "string"),
 )
 
 
@@ -50,6 +52,7 @@ class GroupTask:
     max_failures: int | None
     early_stop: int | None
     trial_timeout: float | None
+    log_model: bool = False  # keep the best trial's `model` and send it, saved with its MLflow flavour
     seeds: dict[int, int | None] = field(default_factory=dict)  # group id -> its seed (from its keys)
     address: tuple[str, int] | None = None  # the driver's GroupChannel
     secret: bytes = field(default=b"", repr=False)
@@ -63,13 +66,32 @@ def group_seed(seed: int | None, key: tuple[Any, ...]) -> int | None:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def search_group(task: GroupTask, rows: Any, seed: int | None) -> list[TrialRecord]:
-    """Run up to --max-evals trials over one group's rows, one after another; every trial's record."""
+@dataclass(kw_only=True)
+class _KeepsBestModel(Objective):
+    """A group's objective: remembers the `model` of its best trial so far (for --log-model)."""
+
+    best: tuple[float, Any] | None = None
+
+    def _read_metrics(self, ns: Any, outcome: TrialOutcome) -> None:
+        super()._read_metrics(ns, outcome)
+        if outcome.status == "ok" and outcome.value is not None and "model" in ns:
+            loss = outcome.value if self.mode == "min" else -outcome.value
+            if self.best is None or loss < self.best[0]:
+                self.best = (loss, ns["model"])
+
+
+def search_group(task: GroupTask, rows: Any, seed: int | None) -> tuple[list[TrialRecord], Any]:
+    """Up to --max-evals trials over one group's rows, one after another: their records, the best `model`.
+
+    The model is None without --log-model (or when the cell assigned none).
+    """
     from hyperopt import Trials
 
     from nbtune.search._history import History
 
-    objective = replace(task.objective, captured={**task.objective.captured, task.data: rows})
+    values = {f.name: getattr(task.objective, f.name) for f in fields(Objective) if f.init}
+    values["captured"] = {**task.objective.captured, task.data: rows}
+    objective: Objective = _KeepsBestModel(**values) if task.log_model else Objective(**values)
     history = History(Trials(), task.space, task.algo, seed)  # type: ignore[arg-type]
     records: list[TrialRecord] = []
     failures, best, since_best = 0, None, 0
@@ -98,7 +120,22 @@ def search_group(task: GroupTask, rows: Any, seed: int | None) -> list[TrialReco
             since_best += 1
             if task.early_stop is not None and since_best >= task.early_stop:
                 break
-    return records
+    kept = objective.best if isinstance(objective, _KeepsBestModel) else None
+    return records, kept[1] if kept else None
+
+
+def with_model(row: dict[str, Any], model: Any) -> dict[str, Any]:
+    """--log-model: the row with the best trial's model saved by its MLflow flavour, or why it could not be."""
+    if row["status"] != "ok":
+        return row
+    if model is None:
+        return {**row, "model_error": "--log-model saves the variable 'model', which the cell never assigned"}
+    from nbtune.trial._model_export import export_model  # MLflow loads only when asked to
+
+    try:
+        return {**row, "model": export_model(model)}
+    except Exception as exc:
+        return {**row, "model_error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
 
 
 def group_row(gid: int, rows: int, records: list[TrialRecord], mode: str, started: float) -> dict[str, Any]:
@@ -121,6 +158,8 @@ def group_row(gid: int, rows: int, records: list[TrialRecord], mode: str, starte
         "traceback": first.traceback if first else None,
         "host": socket.gethostname(),
         "records": _json([_trial(r) for r in records]),
+        "model": None,
+        "model_error": None,
     }
 
 
@@ -172,13 +211,17 @@ def group_function(task: GroupTask) -> Callable[[Any, Any], Any]:
         state["conn"] = send(state["conn"], ("started", gid))
         started = time.time()
         try:
-            records = search_group(task, rows, task.seeds.get(gid))
+            records, model = search_group(task, rows, task.seeds.get(gid))
             row = group_row(gid, len(rows), records, task.objective.mode, started)
+            if task.log_model:
+                row = with_model(row, model)
         except MemoryError:
             row = failed_row(gid, len(rows), f"group too large for the task's memory ({len(rows)} rows)", started)
         except Exception as exc:  # nbtune's own failure around the trials: this group fails, the rest go on
             row = failed_row(gid, len(rows), f"{type(exc).__name__}: {exc}", started)
         state["conn"] = send(state["conn"], ("done", row))
+        if state["conn"] is not None:  # the channel carried the model: the job's own row need not again
+            row["model"] = None
         return pd.DataFrame([row], columns=[name for name, _ in RESULT_FIELDS])
 
     return run

@@ -7,6 +7,7 @@ make 1,000 runs, not 20,000 (a run per trial would bury a tracking server).
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -39,6 +40,8 @@ class GroupTracker:
         self._experiment_id = self._parent_id = ""
         self._result: GroupsResult | None = None
         self._error: str | None = None
+        self._models: str | None = None  # --log-model: a directory holding each group's model for the router
+        self._routed: list[tuple[list[Any], str]] = []  # (group key, its directory in self._models)
 
     def start(self, result: GroupsResult) -> None:
         """Open the parent run on the writer thread."""
@@ -135,11 +138,47 @@ class GroupTracker:
         self._client.log_text(run_id, json.dumps(g.trials, default=str, indent=1), "trials.json")
         if g.traceback and g.status == "failed":
             self._client.log_text(run_id, g.traceback, "traceback.txt")
+        if g.model is not None:
+            self._log_model(run_id, g)
+        elif g.model_error:
+            self._client.set_tag(run_id, "nbtune.model_error", shorten(g.model_error, 5000))
         if self._options.log_trials:
             for trial in g.trials:
                 self._trial(run_id, label, trial)
         self._terminate(run_id, _STATUS.get(g.status, "FAILED"))
         g.run_id, g.mlflow_url = run_id, self._links.run_url(self._experiment_id, run_id)
+
+    def _log_model(self, run_id: str, g: GroupOutcome) -> None:
+        """The group's best model in its run (as `model`), and kept on disk for the router."""
+        import tempfile
+
+        from nbtune.trial._model_export import unpack_model
+
+        if self._models is None:
+            self._models = tempfile.mkdtemp(prefix="nbtune-router-")
+        sub = f"group{len(self._routed)}"
+        target = os.path.join(self._models, sub)
+        unpack_model(g.model or b"", target)
+        self._client.log_artifacts(run_id, target, "model")
+        self._routed.append((list(g.key), sub))
+        g.model, g.model_uri = None, f"runs:/{run_id}/model"  # the bytes are in MLflow now
+
+    def _log_router(self, result: GroupsResult) -> None:
+        """One pyfunc model in the parent run that sends each row to its group's model."""
+        import shutil
+        import tempfile
+
+        from nbtune.groups._router import save_router
+
+        assert self._models is not None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "router")
+                save_router(path, result.keys, self._routed, self._models)
+                self._client.log_artifacts(self._parent_id, path, "router")
+            result.router_model_uri = f"runs:/{self._parent_id}/router"
+        finally:
+            shutil.rmtree(self._models, ignore_errors=True)
 
     def _trial(self, group_run: str, label: str, trial: dict[str, Any]) -> None:
         tags = {"mlflow.parentRunId": group_run}
@@ -157,6 +196,8 @@ class GroupTracker:
         metrics["wall_time"] = result.wall_time
         self._batch(self._parent_id, metrics=metrics)
         self._client.log_text(self._parent_id, result.groups.to_csv(index=False), "groups.csv")
+        if self._routed:
+            self._log_router(result)
         status = "FINISHED" if result.stop_reason == "completed" else "KILLED"
         self._terminate(self._parent_id, status)
 
