@@ -269,3 +269,50 @@ def test_a_search_per_group_runs_and_cancels_through_spark_connect(connect_spark
     slow = "import time\n" + FIT + "time.sleep(0.3)\n"
     stopped = by_store(connect_spark, slow, {"sales": sales}, max_evals=10, listeners=[CancelAfterGroups(1)])
     assert stopped.stop_reason == "cancelled" and stopped.group_counts()["ok"] >= 1
+
+
+# -- the dashboard ----------------------------------------------------------------------------------
+
+
+def test_the_groups_table_lists_the_worst_groups_then_the_failed_ones_with_their_errors():
+    from nbtune.groups._result import GroupOutcome, GroupsResult
+    from nbtune.ui._groups_dashboard import groups_table
+
+    result = GroupsResult("rmse", "min", ["w"], (), keys=["store"])
+    for n in range(8):
+        result.outcomes.append(GroupOutcome((f"s{n}",), 10, status="ok", best_value=n / 10))
+    result.outcomes.append(GroupOutcome(("bad",), 2, status="failed", error="ValueError: <no rows>"))
+    table = groups_table(result)
+    shown = [cell.split("<")[0] for cell in table.split("<tr><td>")[1:]]
+    assert shown == ["store=s7", "store=s6", "store=s5", "store=s4", "store=s3", "store=bad"]
+    assert "failed: ValueError: &lt;no rows&gt;" in table
+
+
+@pytest.mark.spark
+def test_in_a_notebook_a_search_per_group_shows_a_live_dashboard_that_ends_complete(tmp_path):
+    import base64
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    data, _ = planted(6, rows=8)
+    data.to_csv(tmp_path / "sales.csv", index=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbtune\nimport pandas as pd\nsales = pd.read_csv('sales.csv')"),
+        nbformat.v4.new_code_cell("%%tune --by store --data sales --metric rmse --max-evals 3 --no-mlflow\n" + FIT),
+    ]
+    NotebookClient(nb, timeout=600, store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+
+    def by_class(css):
+        (found,) = [m for m in states.values() if css in m["state"].get("_dom_classes", [])]
+        return found
+
+    bar = by_class("nbtune-groups-progress")["state"]
+    assert (bar["value"], bar["max"], bar["bar_style"]) == (6, 6, "success")
+    assert by_class("nbtune-groups-status")["state"]["value"].startswith("groups 6/6")
+    assert base64.b64decode(by_class("nbtune-groups-histogram")["buffers"][0]["data"]).startswith(b"\x89PNG")
+    assert "<caption>worst groups</caption>" in by_class("nbtune-groups-table")["state"]["value"]
+    static = [o["data"]["text/html"] for o in nb.cells[1].outputs if "text/html" in o.get("data", {})]
+    assert len(static) == 1 and "groups 6/6" in static[0] and "data:image/png;base64," in static[0]

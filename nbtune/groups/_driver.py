@@ -23,6 +23,7 @@ from nbtune.groups._resume import Resumed, group_label
 from nbtune.groups._task import GID, RESULT_FIELDS, SALT, GroupTask, group_function, group_seed
 from nbtune.search._build import build_objective
 from nbtune.trial._objective import Objective
+from nbtune.ui._kernel import in_widget_frontend
 
 _POLL = 0.1  # seconds between looks at the channel, the clock and the Cancel button
 
@@ -95,9 +96,15 @@ class GroupSearch:
         self.plan, self.objective, self.space, self.options = plan, objective, space, options
         self.resumed = resumed
         self.result, self.info = result, info
-        self.listeners = Listeners(listeners)
         self.tag = f"nbtune-groups-{uuid.uuid4().hex[:12]}"
-        self._progress = None if options.quiet else GroupProgress()
+        self._progress: GroupProgress | None = None
+        if not options.quiet and in_widget_frontend():
+            from nbtune.ui._groups_dashboard import GroupDashboard  # ipywidgets only where they can show
+
+            listeners = [*listeners, GroupDashboard()]
+        elif not options.quiet:
+            self._progress = GroupProgress()
+        self.listeners = Listeners(listeners)
         self._tracker: Any = None
         if options.mlflow:
             from nbtune.groups._tracking import GroupTracker
