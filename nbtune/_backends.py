@@ -43,6 +43,10 @@ def make_search(
 
     hub = ReportHub(options)  # trials' reports and prune decisions, shared by the executor and the loop
 
+    if options.hopper:  # Keras models hop over worker-resident partitions of --data
+        from nbtune.hopper._search import hopper_search
+
+        return hopper_search(objective, space, options, namespace, listeners, info, result, hub)
     backend = options.backend
     on_driver = spark_variable(objective.captured)
     if on_driver is not None and backend in ("spark", "sparktrials"):

@@ -30,7 +30,9 @@ class TuneOptions:
     """Everything that shapes a search; field names match the flags (`max_evals` = `--max-evals`)."""
 
     max_evals: int = _option(32, "Trials per search", logged=True)
-    parallelism: int | None = _option(None, "Trials at once (default: the Spark cores)", logged=True)
+    parallelism: int | None = _option(
+        None, "Trials at once (default: the Spark cores); with --hopper: models training together", logged=True
+    )
     backend: Backend = _option("auto", "Where trials run", logged=True)
     algo: Algo = _option("tpe", "hyperopt algorithm", logged=True)
     metric: str = _option("loss", "Variable the cell assigns and the search optimises", logged=True)
@@ -60,7 +62,12 @@ class TuneOptions:
     log_model: LogModel = _option("none", "Save `model` in the MLflow run of every trial (all, or bare) or the best")
     by: tuple[str, ...] = _option((), "Key column(s) of --data: one search per group", config=False, logged=True)
     data: str | None = _option(
-        None, "A notebook DataFrame; the cell sees one group's rows under this name", config=False
+        None,
+        "A notebook DataFrame; the cell sees one group's rows under this name (with --hopper: arrays, comma-separated)",
+        config=False,
+    )
+    hopper: bool = _option(
+        False, "Model hopper parallelism: Keras models hop over worker-resident partitions of --data", logged=True
     )
     log_trials: bool = _option(False, "With --by: an MLflow run for every trial, not only for every group")
     quiet: bool = _option(False, "Show nothing while searching")
@@ -155,10 +162,18 @@ def _one_of(flag: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _check_groups(opts: TuneOptions) -> None:
-    """`--by` and `--data` come together, and only where one search per group can run."""
-    if bool(opts.by) != (opts.data is not None):
-        given, missing = ("--by", "--data DF") if opts.by else ("--data", "--by KEY")
-        raise TuneUsageError(f"{given} needs {missing}: one search per group of a DataFrame's rows")
+    """`--by` and `--data` come together, and only where one search per group can run (or --hopper)."""
+    if opts.hopper:  # --data names the arrays the models hop over: nbtune.hopper checks them
+        from nbtune.hopper._plan import check_options
+
+        check_options(opts)
+        if opts.log_trials:
+            raise TuneUsageError("--log-trials is for --by (every trial has its run already)")
+        return
+    if opts.by and opts.data is None:
+        raise TuneUsageError("--by needs --data DF: one search per group of a DataFrame's rows")
+    if opts.data is not None and not opts.by:
+        raise TuneUsageError("--data needs --by KEY (one search per group) or --hopper (arrays the models hop over)")
     if opts.data is not None and not (
         isinstance(opts.data, str) and opts.data.isidentifier() and not iskeyword(opts.data)
     ):

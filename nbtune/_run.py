@@ -29,6 +29,10 @@ def run_search(
 
     `show` places the dashboard (the form puts it under itself); raises SearchFailed with the result.
     """
+    if options.hopper:  # its option rules first (TuneOptions built directly skip them): --by, --backend
+        from nbtune.hopper._plan import check_options
+
+        check_options(options)
     if options.by:  # one search per group of --data, in Spark tasks
         from nbtune.groups._driver import run_groups
 

@@ -48,3 +48,31 @@ def test_a_worker_runs_a_trial_without_loading_any_heavy_module(tmp_path: Path) 
 def test_the_guard_sees_a_heavy_import(tmp_path: Path) -> None:
     # One convenience import of a driver module must show, or the test above proves nothing.
     assert "hyperopt" in worker_imports(tmp_path, extra="import nbtune.search._loop\n")
+
+
+HOPPER_WORKER = """
+import pickle, sys
+from nbtune.spark import _worker, _channel  # what a worker task imports
+from nbtune.trial._payload import pack
+runner = pickle.loads(open(sys.argv[1], "rb").read())  # the hopper's payload, as a worker receives it
+part = pack({"x_train": list(range(10)), "y_train": list(range(10))})
+assert runner.call((1, "partition"), [(part.main, part.buffers)]) is not None and runner.rows == 10
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2:]))))
+"""
+
+
+def test_a_hopper_worker_takes_its_partition_without_loading_any_heavy_module(tmp_path: Path) -> None:
+    from nbtune.hopper._runner import HopperRunner
+
+    spec = parse_cell("x = 0.5  # tune: uniform(0, 1)\nmodel.fit(x_train, y_train)\nloss = x\n")
+    objective = build_objective(spec, {}, TuneOptions(), ["x"])
+    (tmp_path / "runner.pkl").write_bytes(cloudpickle.dumps(HopperRunner(objective, None)))
+    done = subprocess.run(
+        [sys.executable, "-c", HOPPER_WORKER, str(tmp_path / "runner.pkl"), *HEAVY],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

@@ -1,0 +1,190 @@
+"""Model hopper parallelism against the pool's task parallelism: the same Keras search, side by side.
+
+Fashion-MNIST, 8 configurations x 4 epochs on P=2 Spark slots by default. The task-parallel
+search (the warm pool: every worker holds all the training data) runs first, then the same
+search (same seed, same configurations) with `--hopper` (each worker holds 1/P of it and the
+models hop). Printed: data resident per worker (bytes sent to each worker before its first
+trial or hop), the best validation accuracy of each, the wall time ratio, and bytes moved per
+epoch (the hopper: model weights and optimizer state each sub-epoch).
+
+    NBTUNE_DATA_DIR=../shared/data/fashion-mnist .venv/bin/python benchmarks/bench_hopper.py
+    .venv/bin/python benchmarks/bench_hopper.py --n-train 2000 --max-evals 2 --epochs 1   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+CELL = """
+import keras
+learning_rate = 1e-3  # tune: loguniform(1e-4, 1e-2)
+units = 128  # tune: choice(64, 128, 256)
+batch_size = 64  # tune: choice(32, 64, 128)
+model = keras.Sequential([
+    keras.Input((784,)),
+    keras.layers.Dense(units, activation="relu"),
+    keras.layers.Dense(10),
+])
+model.compile(
+    optimizer=keras.optimizers.Adam(learning_rate),
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
+history = model.fit(x_train, y_train, batch_size=batch_size, epochs=EPOCHS, validation_data=(x_val, y_val), verbose=0)
+val_accuracy = history.history["val_accuracy"][-1]
+"""
+
+
+def data(n_train: int, epochs: int) -> dict[str, Any]:
+    """The notebook variables the cell reads: flattened images in [0, 1], the test set as validation."""
+    from nbtune.datasets import fashion_mnist
+
+    (x, y), (xt, yt) = fashion_mnist()
+    return {
+        "x_train": (x[:n_train].reshape(-1, 784) / 255.0).astype("float32"),
+        "y_train": y[:n_train].astype("int32"),
+        "x_val": (xt.reshape(-1, 784) / 255.0).astype("float32"),
+        "y_val": yt.astype("int32"),
+        "EPOCHS": epochs,
+    }
+
+
+def options(args: argparse.Namespace, hopper: bool) -> Any:
+    """The search's options; the hopper's are built directly (`--data X,Y` without `--by` is the hopper's form)."""
+    from nbtune._options import TuneOptions
+
+    common: dict[str, Any] = dict(
+        max_evals=args.max_evals,
+        metric="val_accuracy",
+        mode="max",
+        seed=args.seed,
+        mlflow=False,
+        quiet=args.quiet,
+        backend="spark",
+        algo="random",  # the same configurations in both searches, whatever order they finish in
+    )
+    if hopper:
+        return TuneOptions(**common, hopper=True, data="x_train,y_train", parallelism=args.models)
+    return TuneOptions(**common, parallelism=args.slots)
+
+
+def pool_search(namespace: dict[str, Any], args: argparse.Namespace) -> tuple[Any, dict[str, float]]:
+    """Task parallelism on the warm pool; the bytes each worker received (the objective with all the data)."""
+    from nbtune._run import run_search
+    from nbtune.cell._parse import parse_cell
+    from nbtune.cell._space import search_space
+    from nbtune.search._build import build_objective
+    from nbtune.trial._payload import pack
+
+    opts = options(args, hopper=False)
+    spec = parse_cell(CELL)
+    objective = build_objective(spec, namespace, opts, search_space(spec.params, None, namespace).names)
+    resident = pack(objective).size  # what the pool sends each worker once: the cell and everything it reads
+    training = namespace["x_train"].nbytes + namespace["y_train"].nbytes
+    result = run_search(spec, opts, namespace)
+    epochs = sum(max((s for s, _ in r.curve), default=0) for r in result.records)
+    figures = {"resident": resident, "training": training, "sent": resident * args.slots, "epochs": epochs}
+    return result, figures
+
+
+def hopper_search(namespace: dict[str, Any], args: argparse.Namespace) -> tuple[Any, dict[str, float]]:
+    """Model hopper parallelism; the bytes each worker received (its partition, the cell and validation data)."""
+    from nbtune.cell._parse import parse_cell
+    from nbtune.cell._space import search_space
+    from nbtune.hopper._search import hopper_search as build
+    from nbtune.search._build import build_objective
+    from nbtune.search._reports import ReportHub
+
+    opts = options(args, hopper=True)
+    spec = parse_cell(CELL)
+    space = search_space(spec.params, None, namespace)
+    objective = build_objective(spec, namespace, opts, space.names)
+    search = build(objective, space, opts, namespace, [], None, None, ReportHub(opts))
+    executor: Any = search.executor
+    payload = executor.payload_bytes
+    result = search.run()
+    traffic = executor.traffic
+    partitions = traffic.partition_bytes
+    epochs = sum(max((s for s, _ in r.curve), default=0) for r in result.records)
+    figures = {
+        "resident": payload + max(partitions.values()),
+        "training": max(partitions.values()),
+        "sent": payload * len(partitions) + sum(partitions.values()),
+        "hop_bytes": traffic.hop_bytes_sent + traffic.hop_bytes_received,
+        "hops": traffic.hops,
+        "epochs": epochs,
+    }
+    return result, figures
+
+
+def describe(name: str, result: Any, figures: dict[str, float]) -> float:
+    """Print one search's figures; its best validation accuracy."""
+    table = result.to_pandas()
+    best = float(table.val_accuracy.max())
+    counts = ", ".join(f"{n} {status}" for status, n in table.status.value_counts().items())
+    print(f"\n== {name}: {len(table)} trials ({counts}), wall {result.wall_time:.1f} s")
+    print(
+        f"resident per worker: {figures['resident'] / 1e6:.1f} MB, of which training data "
+        f"{figures['training'] / 1e6:.1f} MB (the rest: the cell, validation data); "
+        f"sent once to all workers: {figures['sent'] / 1e6:.1f} MB"
+    )
+    print(f"best val_accuracy: {best:.4f}; model-epochs trained: {int(figures['epochs'])}")
+    epochs = max(figures["epochs"], 1)
+    if "hop_bytes" in figures:
+        print(
+            f"bytes moved per model-epoch after that: {figures['hop_bytes'] / epochs / 1e6:.3f} MB "
+            f"(weights and optimizer state, {int(figures['hops'])} hops)"
+        )
+    else:
+        print("bytes moved per model-epoch after that: none (a trial's request and outcome only)")
+    print(f"sent once, per model-epoch: {figures['sent'] / epochs / 1e6:.2f} MB")
+    return best
+
+
+def main() -> None:
+    """Parse the arguments, run both searches, print the comparison."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--max-evals", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--n-train", type=int, default=60000)
+    parser.add_argument("--slots", type=int, default=2, help="P: Spark slots (local[P])")
+    parser.add_argument("--models", type=int, default=None, help="hopper: models training together (default: P)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ["NBTUNE_SPARK_MASTER"] = f"local[{args.slots}]"
+    os.chdir(tempfile.mkdtemp(prefix="bench_hopper_"))
+    from nbtune.spark._session import start_local_session
+
+    start_local_session()
+    namespace = data(args.n_train, args.epochs)
+    print(
+        f"Fashion-MNIST: {args.max_evals} configurations x {args.epochs} epochs on {args.n_train} images, "
+        f"P={args.slots}, {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.1f}"
+    )
+    started = time.monotonic()
+    warm = argparse.Namespace(**{**vars(args), "max_evals": args.slots, "quiet": True})
+    pool_search(data(min(args.n_train, 1000), 1), warm)  # both searches then find TensorFlow imported
+    print(f"workers warmed up in {time.monotonic() - started:.0f} s")
+    pool, pool_figures = pool_search(namespace, args)
+    pool_best = describe("task parallelism (nbtune pool)", pool, pool_figures)
+    hopper, hopper_figures = hopper_search(namespace, args)
+    hopper_best = describe("model hopper (--hopper)", hopper, hopper_figures)
+    print(
+        f"\ntraining data resident per worker, hopper / pool: "
+        f"{hopper_figures['training'] / pool_figures['training']:.3f} (1/P = {1 / args.slots:.3f}); all resident "
+        f"data: {hopper_figures['resident'] / pool_figures['resident']:.2f} (validation data goes to every worker)"
+    )
+    print(f"best val_accuracy gap (pool - hopper): {pool_best - hopper_best:+.4f} (target <= 0.005)")
+    print(f"wall time, hopper / pool: {hopper.wall_time / pool.wall_time:.2f} (target <= 1.15)")
+    print(f"total {time.monotonic() - started:.0f} s; load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

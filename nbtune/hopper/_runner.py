@@ -1,0 +1,188 @@
+"""The hopper's payload on a worker: its resident partition, the models built here, one hop at a time.
+
+Light on purpose (standard library and cloudpickle): Keras is there because the cell imports it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import io
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from nbtune.hopper._fit import FitReached, catch_fit, handled, history, stop_rule
+from nbtune.hopper._messages import FinishRequest, FitSpec, HopRequest, HopResult, ModelState
+from nbtune.trial._mlflow_capture import CapturedRun
+from nbtune.trial._objective import Objective, _one_line
+from nbtune.trial._output import capture_output
+from nbtune.trial._payload import Packed, load, pack
+from nbtune.trial._records import TrialOutcome, TrialRequest
+from nbtune.trial._report import Reporter
+
+Header = tuple[int, str]  # (parts that follow, "partition" | "hop")
+
+
+@dataclass
+class _Built:
+    """A model built on this worker for one configuration, and what its fit call said."""
+
+    model: Any
+    spec: FitSpec
+    x: Any  # this partition's arrays as the fit call takes them
+    y: Any
+    validation: tuple[Any, ...] | None
+    class_weight: Any = None
+
+
+class HopperRunner:
+    """Trains hops of many models on the one partition this worker holds for the whole search."""
+
+    def __init__(self, objective: Objective, validation: dict[str, Any] | None) -> None:
+        self.objective = objective  # without the --data arrays: each worker gets its partition instead
+        self.validation = validation  # the rows validation_split holds out (sent to every worker)
+        self._local: Objective | None = None
+        self._partition: dict[str, Any] = {}
+        self._models: dict[int, _Built] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"objective": self.objective, "validation": self.validation}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["objective"], state["validation"])  # type: ignore[misc]
+
+    def call(self, header: Header, parts: list[tuple[bytes, list[Any]]]) -> Packed:
+        """Serve one message of the driver: keep the partition sent, or train a hop."""
+        kind = header[1]
+        if kind == "partition":
+            self._partition = load(parts[0])
+            captured = {**self.objective.captured, **self._partition}
+            self._local = dataclasses.replace(self.objective, captured=captured)
+            self._models.clear()
+            return pack(self.rows)
+        request: HopRequest = load(parts[0])
+        for tid in request.drop:
+            self._models.pop(tid, None)
+        return pack(self.hop(request))
+
+    @property
+    def rows(self) -> int:
+        """Rows of the partition resident here."""
+        return len(next(iter(self._partition.values()))) if self._partition else 0
+
+    def hop(self, request: HopRequest) -> HopResult:
+        """One sub-epoch of one model on this partition; a cell or training error is the result's error."""
+        result = HopResult(tid=request.tid, ok=True, host=socket.gethostname(), rows=self.rows)
+        start = time.perf_counter()
+        try:
+            built = self._models.get(request.tid)
+            if built is None:
+                built = self._models[request.tid] = self._build(request, result)
+                if request.state is None:
+                    result.spec = built.spec
+            if request.state is not None:
+                set_state(built.model, request.state)
+            trained = built.model.fit(
+                built.x,
+                built.y,
+                batch_size=built.spec.batch_size,
+                epochs=1,
+                shuffle=built.spec.shuffle,
+                class_weight=built.class_weight,
+                verbose=0,
+            )
+            result.logs = {name: float(values[-1]) for name, values in trained.history.items()}
+            if request.validate and built.validation is not None:
+                scores = built.model.evaluate(
+                    *built.validation, batch_size=built.spec.batch_size, verbose=0, return_dict=True
+                )
+                result.val_logs = {f"val_{name}": float(value) for name, value in scores.items()}
+            result.state = get_state(built.model)
+        except Exception as exc:
+            self._models.pop(request.tid, None)
+            result.ok, result.error = False, _one_line(exc)
+            result.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _build(self, request: HopRequest, result: HopResult) -> _Built:
+        """Run the cell up to its fit call: the compiled model and what the call asks for."""
+        local = self._objective()
+        ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, **local.captured, **request.params}
+        out = io.StringIO()
+        try:
+            with capture_output(out), handled(catch_fit):
+                exec(local.code, ns)
+        except FitReached as reached:
+            return self._built(reached.model, reached.kwargs)
+        finally:
+            result.output = out.getvalue()[-4096:]  # what the cell printed while building
+        raise RuntimeError("the cell ran to its end without calling model.fit (--hopper trains what fit trains)")
+
+    def _built(self, model: Any, call: dict[str, Any]) -> _Built:
+        x, y = call.get("x"), call.get("y")
+        names = {id(a): n for n, a in self._partition.items()}
+        if id(x) not in names or (y is not None and id(y) not in names):
+            raise TypeError("model.fit must take the --data arrays themselves (e.g. fit(x_train, y_train, ...))")
+        validation = call.get("validation_data")
+        if validation is None and self.validation is not None:
+            validation = tuple(self.validation[names[id(a)]] for a in (x, y) if a is not None)
+        if validation is not None:
+            validation = tuple(validation)[:2]
+        epochs, batch = int(call.get("epochs") or 1), int(call.get("batch_size") or 32)
+        spec = FitSpec(
+            epochs, batch, bool(call.get("shuffle", True)), validation is not None, stop_rule(call.get("callbacks"))
+        )
+        return _Built(model, spec, x, y, validation, call.get("class_weight"))
+
+    def _objective(self) -> Objective:
+        if self._local is None:
+            raise RuntimeError("no partition arrived on this worker before its first hop")
+        return self._local
+
+    def run(
+        self, request: TrialRequest, reporter: Reporter | None = None, *, defer_mlflow: bool = False
+    ) -> TrialOutcome:
+        """Finish a model: the cell runs once more, its fit returning the hops' weights and logs."""
+        assert isinstance(request, FinishRequest)
+        finish = request
+
+        def answer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            set_state(model, finish.state, optimizer=False)
+            return history(model, finish.history, finish.epochs)
+
+        local = self._objective()
+        with handled(answer):
+            outcome = local.run(request, reporter, defer_mlflow=defer_mlflow)
+        self._models.pop(request.tid, None)  # its last use here
+        return outcome
+
+    def take_recording(self) -> tuple[list[CapturedRun], str | None]:
+        """What the last finish logged to MLflow (see Objective.take_recording)."""
+        return self._objective().take_recording()
+
+
+def get_state(model: Any) -> ModelState:
+    """The model's weights and optimizer variables, as numpy arrays."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [v.numpy() for v in optimizer.variables] if optimizer is not None and optimizer.built else []
+    return ModelState(list(model.get_weights()), variables)
+
+
+def set_state(model: Any, state: ModelState, optimizer: bool = True) -> None:
+    """Load weights (and optimizer variables) that trained elsewhere into this worker's copy."""
+    model.set_weights(state.weights)
+    if not optimizer or not state.optimizer:
+        return
+    opt = model.optimizer
+    if not opt.built:
+        opt.build(model.trainable_variables)
+    if len(opt.variables) != len(state.optimizer):
+        raise RuntimeError(
+            f"the optimizer has {len(opt.variables)} variables here but {len(state.optimizer)} were sent"
+        )
+    for variable, value in zip(opt.variables, state.optimizer, strict=True):
+        variable.assign(value)

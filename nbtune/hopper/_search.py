@@ -1,0 +1,63 @@
+"""Build a hopper search on the driver: check the cell and --data, partition the rows, start the executor."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from nbtune._errors import TuneUsageError
+from nbtune._events import Listener, SearchInfo
+from nbtune._options import TuneOptions
+from nbtune._result import TuneResult
+from nbtune.cell._space import SearchSpace
+from nbtune.hopper._plan import check_options, make_plan, partition
+from nbtune.hopper._runner import HopperRunner
+from nbtune.trial._objective import Objective
+
+if TYPE_CHECKING:
+    from nbtune.search._loop import Search
+
+
+def hopper_search(
+    objective: Objective,
+    space: SearchSpace,
+    options: TuneOptions,
+    namespace: Mapping[str, Any],
+    listeners: list[Listener],
+    info: SearchInfo | None,
+    result: TuneResult | None,
+    hub: Any,
+) -> Search:
+    """The search loop over a HopperExecutor on the notebook's Spark session (or a local one)."""
+    from nbtune.hopper._executor import HopperExecutor
+    from nbtune.search._build import check_picklable
+    from nbtune.search._loop import Search
+    from nbtune.spark._session import SparkUnavailable, active_session, default_parallelism, start_local_session
+
+    check_options(options)
+    if "get_ipython" in objective.captured:
+        raise TuneUsageError("the cell uses IPython syntax (!cmd or %magic), which runs only in the notebook")
+    spark = active_session(namespace)
+    if spark is None:
+        try:
+            spark = start_local_session()
+        except SparkUnavailable as exc:
+            raise TuneUsageError(f"--hopper needs Spark: {exc}") from None
+    workers = default_parallelism(spark)
+    plan = make_plan(objective.body, options, namespace, workers, objective.line_offset)
+    # Every worker gets the cell and its variables, but of --data only its own partition.
+    captured = {name: value for name, value in objective.captured.items() if name not in plan.names}
+    check_picklable(captured)
+    runner = HopperRunner(dataclasses.replace(objective, captured=captured), plan.validation)
+    parts = partition(plan.train, workers, options.seed)
+    executor = HopperExecutor(
+        spark,
+        runner,
+        parts,
+        hub.report if options.autoreport else None,  # --no-autoreport: no per-epoch reports, as for Keras' fit
+        metric=options.metric,
+        mode=options.mode,
+        models=options.parallelism,
+    )
+    return Search(objective, space, options, executor, listeners, info, result, hub)
