@@ -14,6 +14,7 @@ from nbtune.search._executor import Executor, ExecutorError
 from nbtune.search._history import History
 from nbtune.search._policy import ABANDON, StopPolicy, StopReason
 from nbtune.search._reports import ReportHub
+from nbtune.search._suggest import Suggester, ahead_for
 from nbtune.trial._objective import Objective
 from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
 
@@ -86,8 +87,10 @@ class Search:
         policy = self._policy = StopPolicy(opts, result, self.executor.slots, self.info.cancel_event, deadline)
         submitted = len(result.records)  # resumed trials count towards --max-evals
         reason: StopReason | None = None
+        ahead = ahead_for(self.executor.slots)
         self.listeners.search_started(self.info, result)
         self.info.cancel_hooks.append(self.executor.cancel)  # a Cancel click stops running trials at once
+        self._suggester = suggester = Suggester(self._history)
         try:
             while True:
                 while reason is None and len(self._running) < self.executor.slots and submitted < opts.max_evals:
@@ -95,6 +98,13 @@ class Search:
                         reason = "exhausted"
                         break
                     submitted += 1
+                # Suggestions for the next free slots, computed while these trials run.
+                while (
+                    reason is None
+                    and suggester.outstanding < ahead
+                    and submitted + suggester.outstanding < opts.max_evals
+                ):
+                    suggester.request()
                 if not self._running:
                     break
                 wait = _POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic()))
@@ -120,6 +130,7 @@ class Search:
             self.executor.cancel()
             self._cancel_running(f"stopped: {exc}")
         finally:
+            suggester.close()  # suggestions never submitted are given back: no phantom trial
             self.info.cancel_hooks.remove(self.executor.cancel)
             self.reports.on_own_thread = None
             self.executor.close()
@@ -131,13 +142,13 @@ class Search:
         return result
 
     def _suggest(self, deadline: float | None) -> bool:
-        suggested = self._history.suggest()
-        if suggested is None:
+        proposal = self._suggester.take()
+        if proposal is None:
             return False
-        tid, vals = suggested
-        params = self.space.values(vals)
-        number = len(self.result.records) + len(self._running)
-        self._running[tid] = _Running(number, params, vals)
+        self._history.book(proposal)
+        tid, params = proposal.tid, proposal.params
+        number = len(self.result.records) + len(self._running)  # given at submit: numbers stay dense
+        self._running[tid] = _Running(number, params, proposal.vals)
         self.executor.submit(TrialRequest(tid=tid, params=params, timeout=self._trial_timeout(deadline)))
         self.listeners.trial_started(number, params)
         return True

@@ -28,6 +28,10 @@ class StopPolicy:
         self.cancel, self.deadline = cancel, deadline
         self.fatal: TrialOutcome | None = None  # the first trial that found a mistake in the cell
         self.executor_error: str | None = None
+        # Counted as records arrive (records are only appended), so a poll costs the same at 10,000 trials.
+        self._seen = self._failed = self._ok = 0
+        self._best: tuple[float, int] | None = None  # (signed value, trial number), as TuneResult.best_trial ranks
+        self._best_ok = 0  # the best trial's place among the ok trials
 
     def saw(self, outcome: TrialOutcome) -> None:
         """Note a finished trial's outcome (a fatal one stops the search)."""
@@ -37,7 +41,8 @@ class StopPolicy:
     def reason(self) -> StopReason | None:
         """Why the search must stop now, or None to go on."""
         records, opts = self.result.records, self.options
-        failed = sum(r.status == "failed" for r in records)
+        self._count_new()
+        failed = self._failed
         if self.cancel.is_set():
             return "cancelled"
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -53,13 +58,23 @@ class StopPolicy:
             return "early-stop"
         return None
 
+    def _count_new(self) -> None:
+        """Take in the records finished since the last look."""
+        sign = 1.0 if self.result.mode == "min" else -1.0
+        for record in self.result.records[self._seen :]:
+            if record.status == "failed":
+                self._failed += 1
+            elif record.status == "ok":
+                self._ok += 1
+                if record.value is not None:
+                    key = (sign * record.value, record.number)
+                    if self._best is None or key < self._best:
+                        self._best, self._best_ok = key, self._ok - 1
+        self._seen = len(self.result.records)
+
     def _since_best(self) -> int:
         """Finished ok trials since the best one."""
-        best = self.result.best_trial
-        if best is None:
-            return 0
-        ok = [r for r in self.result.records if r.status == "ok"]
-        return len(ok) - 1 - ok.index(best)
+        return 0 if self._best is None else self._ok - 1 - self._best_ok
 
     def raise_if_failed(self) -> None:
         """Raise SearchFailed (carrying the result) if the search failed rather than stopped."""
