@@ -3,9 +3,18 @@
     .venv/bin/python benchmarks/bench_spark.py            # all workloads (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_spark.py --only a b # some of them
     .venv/bin/python benchmarks/bench_spark.py --repeat 1 # one run each instead of the median of 3
+    .venv/bin/python benchmarks/bench_spark.py --only f   # issue 19: 10,000 x 0.1 s TPE (about 20 minutes)
+    .venv/bin/python benchmarks/bench_spark.py --only f --scale-trials 300   # the same, small (a check)
+    .venv/bin/python benchmarks/bench_spark.py --only g   # issue 19: 16 x 0.5 s with and without 188 MB captured
+    .venv/bin/python benchmarks/bench_spark.py --only h --pause-minutes 5  # two TensorFlow searches 5 min apart
 
 Prints wall time, slot efficiency (busy slot-seconds / (P x wall)) and nbtune's wall as a
 fraction of SparkTrials'. Machines here are shared and noisy: compare ratios, not seconds.
+
+(f) is nbtune alone (SparkTrials would take hours): a TPE search of --scale-trials trials x 0.1 s,
+tracking off then on (an embedded sqlite store), with slot efficiency, the driver process's CPU per
+trial (every thread: loop, suggestions, channel, MLflow writer) over the 100 trials before 10%, 30%
+and 100% of the search (1k, 3k and 10k at full size), and the driver's memory at the end.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,6 +137,128 @@ def run_hyperopt(w: Workload, trials: Trials, n: int, big: Any) -> dict[str, flo
     return {"wall": wall, "busy": busy, "n": len(results), "slow_imports": imports}
 
 
+SCALE_CELL = """import time
+lr = 0.01  # tune: loguniform(1e-4, 1e-1)
+width = 64  # tune: choice([16, 32, 64, 128])
+dropout = 0.2  # tune: uniform(0, 0.5)
+t_start = time.perf_counter()
+time.sleep(nap)
+busy = time.perf_counter() - t_start
+loss = (dropout - 0.1) ** 2 + width / 1000 + lr
+"""
+
+
+class CpuMarks(nbtune.Listener):
+    """The driver process's CPU time (every thread) when the search reaches some numbers of finished trials."""
+
+    def __init__(self, marks: list[int]) -> None:
+        self.wanted = set(marks)
+        self.cpu: dict[int, float] = {}
+        self.finished = 0
+
+    def trial_finished(self, record: Any) -> None:
+        self.finished += 1
+        if self.finished in self.wanted:
+            self.cpu[self.finished] = time.process_time()
+
+
+def rss_mb() -> tuple[float, float]:
+    """The driver's resident memory now and at its peak, in MB."""
+    with open("/proc/self/statm") as f:
+        now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
+
+
+def run_scale(spark: Any, trials: int, nap: float, tracking_uri: str | None) -> dict[str, Any]:
+    """One TPE search of `trials` x `nap` s on the pool; efficiency, CPU per trial at 10/30/100%, memory."""
+    ends = sorted({max(100, round(trials * f)) for f in (0.1, 0.3, 1.0)} & set(range(100, trials + 1)))
+    marks = CpuMarks([m for end in ends for m in (end - 99, end)])
+    options = {"mlflow": False} if tracking_uri is None else {"tracking_uri": tracking_uri, "experiment": "bench"}
+    start = time.perf_counter()
+    result = nbtune.tune(
+        SCALE_CELL,
+        {"spark": spark, "nap": nap},
+        listeners=[marks],
+        backend="spark",
+        parallelism=P,
+        max_evals=trials,
+        algo="tpe",
+        seed=0,
+        quiet=True,
+        log_metrics=("busy",),
+        **options,
+    )
+    wall = time.perf_counter() - start
+    assert len(result.records) == trials and result.counts()["ok"] == trials, result.summary()
+    if tracking_uri is not None:
+        assert all(r.mlflow_run_id for r in result.records), "tracking lost runs"
+    busy = sum(r.log_metrics["busy"] for r in result.records)
+    per_trial = {end: (marks.cpu[end] - marks.cpu[end - 99]) / 99 for end in ends}
+    loop = {"wall": result.wall_time, "busy": busy}  # the search loop alone: no set-up, no writer's last runs
+    return {"wall": wall, "busy": busy, "n": trials, "cpu": per_trial, "rss": rss_mb(), "loop_eff": efficiency(loop, P)}
+
+
+def scale(spark: Any, trials: int, nap: float) -> None:
+    print(f"\n(f) {trials:,} trials x {nap} s, TPE, nbtune pool (P={P})", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{tmp}/mlflow.db"
+        run_scale(spark, 100, 0.01, store)  # MLflow imported and its store created before the measured run
+        for label, uri in (("tracking off", None), ("tracking on (sqlite)", store)):
+            m = run_scale(spark, trials, nap, uri)
+            cpu = ", ".join(f"{end:,}: {v * 1000:.1f} ms" for end, v in m["cpu"].items())
+            print(
+                f"  {label}: wall {m['wall']:.1f} s, efficiency {efficiency(m, P):.3f} (search loop alone "
+                f"{m['loop_eff']:.3f}), driver CPU per trial at {cpu}; "
+                f"driver memory {m['rss'][0]:.0f} MB (peak {m['rss'][1]:.0f} MB)",
+                flush=True,
+            )
+            rows.append((label, m))
+    print("\n| tracking | wall | slot efficiency (loop alone) | driver CPU per trial | driver RSS at the end (peak) |")
+    print("|---|---|---|---|---|")
+    for label, m in rows:
+        cpu = ", ".join(f"{v * 1000:.1f} ms at {end:,}" for end, v in m["cpu"].items())
+        rss = f"{m['rss'][0]:.0f} ({m['rss'][1]:.0f}) MB"
+        print(f"| {label} | {m['wall']:.1f} s | {efficiency(m, P):.3f} ({m['loop_eff']:.3f}) | {cpu} | {rss} |")
+
+
+def payload(spark: Any, repeat: int) -> None:
+    """(g) 16 x 0.5 s with and without a 188 MB array captured, interleaved: what the array costs the pool."""
+    print("\n(g) 16 x 0.5 s, no data vs 188 MB array captured, nbtune pool", flush=True)
+    big = np.random.default_rng(0).random(188_000_000 // 8)
+    plain, heavy = WORKLOADS[0], WORKLOADS[2]
+    runs: dict[str, list[dict[str, float]]] = {"no data": [], "188 MB": []}
+    for _ in range(max(1, repeat)):
+        runs["no data"].append(run_nbtune(spark, plain, None))
+        runs["188 MB"].append(run_nbtune(spark, heavy, big))
+    for label, ms in runs.items():
+        m = median_run(ms)
+        print(f"  {label}: wall {m['wall']:.2f} s, efficiency {efficiency(m, P):.3f}{spread(m)}", flush=True)
+
+
+def pause(spark: Any, minutes: float) -> None:
+    """(h) Two searches of 8 TensorFlow-importing trials `minutes` apart: does the second import TensorFlow?"""
+    from nbtune.spark._keepwarm import keeper_of
+
+    print(f"\n(h) 8 TensorFlow trials, a pause of {minutes:g} min, 8 more (keep_warm on, its default)", flush=True)
+    tf = WORKLOADS[3]
+    first = run_nbtune(spark, tf, None)
+    print(f"  first search: wall {first['wall']:.1f} s, {first['slow_imports']} of 8 trials imported TensorFlow")
+    keeper = keeper_of(spark)
+    before = len(keeper.rounds)
+    time.sleep(minutes * 60)
+    rounds = list(keeper.rounds)[before:]
+    second = run_nbtune(spark, tf, None)
+    print(f"  second search: wall {second['wall']:.1f} s, {second['slow_imports']} of 8 trials imported TensorFlow")
+    if rounds:
+        seconds = sorted(r.seconds for r in rounds)
+        print(
+            f"  keep-alive during the pause: {len(rounds)} rounds of {len(rounds[0].pids)} tasks, "
+            f"job wall median {seconds[len(seconds) // 2] * 1000:.0f} ms (max {seconds[-1] * 1000:.0f} ms)",
+            flush=True,
+        )
+
+
 def efficiency(m: dict[str, Any], slots: int) -> float:
     return m["busy"] / (slots * m["wall"])
 
@@ -147,7 +280,9 @@ def spread(m: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", default=[w.key for w in WORKLOADS])
+    parser.add_argument("--only", nargs="*", default=[w.key for w in WORKLOADS], help="a-e, and f (not by default)")
+    parser.add_argument("--scale-trials", type=int, default=10_000, help="(f): how many 0.1 s TPE trials")
+    parser.add_argument("--pause-minutes", type=float, default=5.0, help="(h): minutes between the two searches")
     parser.add_argument("--no-serial", action="store_true", help="skip serial Trials (slow on e)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of nbtune and SparkTrials per workload (not e)")
     args = parser.parse_args()
@@ -158,6 +293,12 @@ def main() -> None:
     run_nbtune(spark, Workload("w", "warm-up", 2, 0.01), None)
     run_hyperopt(Workload("w", "warm-up", 2, 0.01), SparkTrials(parallelism=P, spark_session=spark), 2, None)
 
+    if "f" in args.only:
+        scale(spark, args.scale_trials, 0.1)
+    if "g" in args.only:
+        payload(spark, args.repeat)
+    if "h" in args.only:
+        pause(spark, args.pause_minutes)
     rows = []
     for w in WORKLOADS:
         if w.key not in args.only:
@@ -220,6 +361,9 @@ def main() -> None:
             row["note"] = f"SparkTrials run on {n_st} trials and scaled to {w.trials}"
         rows.append(row)
 
+    if not rows:
+        spark.stop()
+        return
     header = ["workload", "nbtune wall", "nbtune eff", "SparkTrials wall", "SparkTrials eff", "serial wall"]
     print("\n| " + " | ".join([*header, "nbtune/SparkTrials"]) + " |")
     print("|---|---|---|---|---|---|---|")

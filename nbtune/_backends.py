@@ -81,7 +81,7 @@ def make_search(
         return SparkTrialsSearch(spark, objective, space, options, listeners, info, result)
     from nbtune.spark._pool import SparkPoolExecutor
 
-    executor = SparkPoolExecutor(spark, packed, options.parallelism, hub.report)
+    executor = SparkPoolExecutor(spark, packed, options.parallelism, hub.report, keep_warm=options.keep_warm)
     return Search(objective, space, options, executor, listeners, info, result, hub)
 
 

@@ -69,6 +69,9 @@ class TuneOptions:
     hopper: bool = _option(
         False, "Model hopper parallelism: Keras models hop over worker-resident partitions of --data", logged=True
     )
+    keep_warm: float = _option(
+        60.0, "Minutes Spark's Python workers (and their imports) stay warm after a search (0: off)"
+    )
     log_trials: bool = _option(False, "With --by: an MLflow run for every trial, not only for every group")
     quiet: bool = _option(False, "Show nothing while searching")
     ui: bool = _option(False, "A form to pick the options before the search starts", config=False)
@@ -133,6 +136,8 @@ class TuneOptions:
             raise TuneUsageError(f"--log-metrics repeats the metric '{self.metric}'")
         if self.log_model != "none" and not self.mlflow:
             raise TuneUsageError("--log-model saves each trial's model in its MLflow run: drop --no-mlflow")
+        if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, (int, float)) or self.keep_warm < 0:
+            raise TuneUsageError(f"--keep-warm must be minutes (0 turns it off), got {self.keep_warm!r}")
         _check_groups(self)
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise TuneUsageError(f"--seed must be a non-negative integer, got {self.seed!r}")

@@ -77,7 +77,15 @@ def local_spark() -> Iterator[Any]:
 
 
 def active_jobs(spark: Any, within: float = 0.0) -> list[int]:
-    """Spark jobs still running after waiting up to `within` seconds for them to end."""
+    """Spark jobs still running after waiting up to `within` seconds for them to end.
+
+    A keep-alive round (nbtune.spark._keepwarm, a job of a few milliseconds a task) is let finish first.
+    """
+    from nbtune.spark._keepwarm import keeper_of
+
+    keeper, settle = keeper_of(spark), time.monotonic() + 10
+    while keeper.in_round and time.monotonic() < settle:
+        time.sleep(0.05)
     deadline = time.monotonic() + within
     while True:
         jobs = list(spark.sparkContext.statusTracker().getActiveJobsIds())

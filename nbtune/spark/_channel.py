@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
+from nbtune.spark._shared import SharedPayload
 from nbtune.trial._payload import Packed, send
 from nbtune.trial._records import LateRecording, ReportFn, TrialOutcome, TrialRequest
 
@@ -53,6 +54,8 @@ class Coordinator:
     def __init__(self, host: str, objective: Packed, report: ReportFn | None = None) -> None:
         self.secret = secrets.token_bytes(32)
         self._objective, self._report = objective, report
+        # Large captured data goes to shared memory now, while the pool's tasks start (workers on this machine).
+        self._shared = SharedPayload(objective) if SharedPayload.worth_it(objective) else None
         # A plain socket rather than multiprocessing's Listener: close() must be able to wake
         # accept() (shutdown does, close alone does not), and auth runs per connection thread.
         self._server = socket.create_server((host, 0))
@@ -111,7 +114,8 @@ class Coordinator:
     def _serve_worker(self, conn: Connection) -> None:
         hello: dict[str, Any] = conn.recv()
         info = WorkerInfo(int(hello["slot"]), str(hello["host"]), int(hello["pid"]))
-        send(conn, self._objective)
+        local = self._shared is not None and info.host == socket.gethostname()
+        send(conn, self._objective, shared=self._shared.offer() if self._shared is not None and local else None)
         ready = conn.recv()
         if ready[0] == "error":  # the objective did not load on that worker
             self.errors.put(str(ready[1]))
@@ -179,6 +183,8 @@ class Coordinator:
         with contextlib.suppress(OSError):
             self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
+        if self._shared is not None:
+            self._shared.close()
         with self._lock:
             # A finished trial's recording on its way is kept: its thread closes the connection once it is in.
             conns = list(self._connections - self.receiving)

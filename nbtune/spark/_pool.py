@@ -11,6 +11,7 @@ from typing import Any
 
 from nbtune.search._executor import ExecutorError
 from nbtune.spark._channel import Coordinator
+from nbtune.spark._keepwarm import keeper_of
 from nbtune.spark._session import cancel_tag, coordinator_host, default_parallelism, job_tags
 from nbtune.spark._worker import task_function, task_schema
 from nbtune.trial._payload import Packed
@@ -21,6 +22,7 @@ _SLOT_RETRIES = 3  # consecutive launches of a slot that die before serving any 
 # the worker's own timer signal cannot interrupt.
 _STUCK_GRACE = 5.0
 _RECORDING_GRACE = 60.0  # seconds a closing pool waits for workers still sending trials' MLflow recordings
+KEEP_WARM_MINUTES = 60.0  # TuneOptions.keep_warm's default, for callers that do not pass the option
 
 
 class SparkPoolExecutor:
@@ -39,6 +41,7 @@ class SparkPoolExecutor:
         parallelism: int | None = None,
         report: ReportFn | None = None,
         coordinator: type[Coordinator] = Coordinator,  # nbtune.Pool serves its tasks with a subclass
+        keep_warm: float = KEEP_WARM_MINUTES,  # minutes the workers stay warm after this pool ends; 0: off
     ) -> None:
         self._spark = spark
         cores = default_parallelism(spark)
@@ -47,6 +50,10 @@ class SparkPoolExecutor:
         self._coordinator = coordinator(coordinator_host(spark), objective, report)
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
+        self._keep_warm = keep_warm
+        self._warmth = keeper_of(spark)
+        self._handed_back = threading.Lock()  # taken once, by whichever of cancel() and close() comes first
+        self._warmth.search_started()
         self.launches = 0
         self._slot_threads = [
             threading.Thread(target=self._run_slot, args=(slot,), name=f"nbtune-slot-{slot}", daemon=True)
@@ -139,13 +146,20 @@ class SparkPoolExecutor:
         self._closing.set()
         self._coordinator.close()
         cancel_tag(self._spark, self.tag)
+        self._hand_back()
 
     def close(self) -> None:
         """End the pool without keeping the user waiting: workers exit as the channel closes."""
         self._closing.set()
         self._coordinator.close()
+        self._hand_back()
         # Spark takes ~50 ms to wind the jobs down; the result need not wait for that.
         threading.Thread(target=self._reap, name="nbtune-pool-reaper", daemon=True).start()
+
+    def _hand_back(self) -> None:
+        """Once: the session's keep-alive takes over the now idle workers (or lets them go, with 0)."""
+        if self._handed_back.acquire(blocking=False):
+            self._warmth.search_ended(self._keep_warm, self.slots)
 
     def _reap(self) -> None:
         """Wait briefly for the slot jobs to end, then cancel stragglers (e.g. a slot still queued)."""

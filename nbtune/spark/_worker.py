@@ -145,3 +145,23 @@ def task_function(address: tuple[str, int], secret: bytes, slot: int, threads: i
         yield pd.DataFrame({"slot": [slot], "trials": [ran], "unreachable": [unreachable]})
 
     return run
+
+
+def keep_warm_schema() -> Any:
+    """The row a keep-alive task returns: the pid of the Python worker it ran on."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    return StructType([StructField("pid", LongType())])
+
+
+def keep_warm_function() -> Any:
+    """A keep-alive task (see `nbtune.spark._keepwarm`): it only has Spark hand its Python worker back."""
+
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        for _ in batches:  # drained, or Spark would not reuse this worker
+            pass
+        yield pd.DataFrame({"pid": [os.getpid()]})
+
+    return run
