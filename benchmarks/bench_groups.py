@@ -12,6 +12,7 @@ Slot efficiency = time spent searching inside the groups / (wall x slots). Walls
 
     .venv/bin/python benchmarks/bench_groups.py                        # 1,000 groups x 20 trials
     .venv/bin/python benchmarks/bench_groups.py --groups 40 --trials 5 --repeats 1
+    .venv/bin/python benchmarks/bench_groups.py --memory-mb 500 --trials 5   # the driver's memory only
 """
 
 from __future__ import annotations
@@ -112,6 +113,44 @@ def run_serial(data: pd.DataFrame, trials: int, half: int) -> tuple[float, float
     return wall, wall
 
 
+def rss_mb() -> float:
+    """This process's resident memory (the notebook's Python; the JVM is another process)."""
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kb / 1024
+
+
+def memory_check(spark: Any, mb: float, groups: int, trials: int) -> None:
+    """A DataFrame of about `mb` MB generated in Spark (never on the driver); the driver's memory during --by."""
+    import threading
+
+    from pyspark.sql import functions as F
+
+    rows = max(4, int(mb * 2**20 / (groups * (len(FEATURES) + 2) * 8)))  # a group's rows: 22 8-byte columns
+    columns = [F.randn(seed=i).alias(name) for i, name in enumerate(FEATURES)]
+    sdf = spark.range(groups * rows).select((F.col("id") % groups).alias("g"), *columns)
+    sdf = sdf.withColumn("y", sum((F.col(name) for name in FEATURES), F.lit(0.0)) + F.randn(seed=99)).cache()
+    sdf.count()
+    run_nbtune(spark, sdf.filter(sdf["g"] < 4), 2, rows // 2)  # nbtune's own imports are not the data's cost
+    before, peak, done = rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], rss_mb())
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    wall, _ = run_nbtune(spark, sdf, trials, rows // 2)
+    done.set()
+    watcher.join()
+    size = groups * rows * (len(FEATURES) + 2) * 8 / 2**20
+    print(f"{groups} groups x {rows} rows x {len(FEATURES) + 2} columns = {size:.0f} MB, {trials} trials a group")
+    print(
+        f"driver RSS before {before:.0f} MB, peak during --by {peak[0]:.0f} MB (+{peak[0] - before:.0f} MB), "
+        f"after {rss_mb():.0f} MB; wall {wall:.1f} s"
+    )
+
+
 def main() -> None:
     """Run the three side by side and print walls, slot efficiency and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,6 +159,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--serial-groups", type=int, default=100, help="groups the serial loop runs (scaled up)")
+    parser.add_argument("--memory-mb", type=float, default=None, help="only the driver-memory check on this size")
     args = parser.parse_args()
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -128,6 +168,12 @@ def main() -> None:
 
     spark = start_local_session()
     slots = int(spark.sparkContext.defaultParallelism)
+    if args.memory_mb is not None:
+        print(f"load average before: {os.getloadavg()[0]:.2f}")
+        memory_check(spark, args.memory_mb, args.groups, args.trials)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        spark.stop()
+        return
     data = make_data(args.groups, args.rows)
     sdf = spark.createDataFrame(data).cache()
     sdf.count()
