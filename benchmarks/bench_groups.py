@@ -1,7 +1,7 @@
 """One model per group: nbtune `--by` against the hand-written pattern and a serial loop on the driver.
 
-G groups x T trials of a small scikit-learn Ridge fit (about 10 ms here; the script prints the measured
-median), local[2], one process, one Spark session:
+G groups x T trials of a small scikit-learn fit (`--model ridge`, about 1 ms here, or `boosting`, about
+10 ms; the script prints the measured median), local[2], one process, one Spark session:
 
 - nbtune: `%%tune --by g --data sales --max-evals T` (nbtune.tune with by/data), MLflow off;
 - hand-written: `df.groupBy("g").applyInPandas(fn)`, `fn` running hyperopt's `fmin` with serial `Trials`
@@ -29,11 +29,21 @@ import pandas as pd
 
 CELL = """
 alpha = 1.0  # tune: loguniform(1e-3, 10)
-model = Ridge(alpha=alpha).fit(sales[FEATURES].to_numpy()[:HALF], sales["y"].to_numpy()[:HALF])
+model = make_model(KIND, alpha).fit(sales[FEATURES].to_numpy()[:HALF], sales["y"].to_numpy()[:HALF])
 pred = model.predict(sales[FEATURES].to_numpy()[HALF:])
 rmse = float(np.sqrt(np.mean((pred - sales["y"].to_numpy()[HALF:]) ** 2)))
 """
 FEATURES = [f"f{i}" for i in range(20)]
+
+
+def make_model(kind: str, alpha: float) -> Any:
+    """The model a trial fits: a Ridge (about 1 ms here) or small gradient boosting (about 10 ms, the issue's fit)."""
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+
+    if kind == "ridge":
+        return Ridge(alpha=alpha)
+    return GradientBoostingRegressor(n_estimators=10, max_depth=2, learning_rate=min(alpha, 1.0), random_state=0)
 
 
 def make_data(groups: int, rows: int, seed: int = 0) -> pd.DataFrame:
@@ -48,26 +58,26 @@ def make_data(groups: int, rows: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def fit_seconds(data: pd.DataFrame, rows: int) -> float:
+def fit_seconds(data: pd.DataFrame, rows: int, kind: str) -> float:
     """The median time of one trial's fit and score."""
-    from sklearn.linear_model import Ridge
-
     one = data[data["g"] == 0]
     times = []
     for _ in range(20):
         start = time.perf_counter()
-        exec(CELL, {"Ridge": Ridge, "np": np, "sales": one, "FEATURES": FEATURES, "HALF": rows // 2})
+        exec(
+            CELL,
+            {"make_model": make_model, "KIND": kind, "np": np, "sales": one, "FEATURES": FEATURES, "HALF": rows // 2},
+        )
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def fmin_group(pdf: pd.DataFrame, trials: int, half: int) -> float:
+def fmin_group(pdf: pd.DataFrame, trials: int, half: int, kind: str) -> float:
     """The hand-written search of one group: hyperopt's fmin over serial Trials; returns the best rmse."""
     from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
-    from sklearn.linear_model import Ridge
 
     def objective(alpha: float) -> dict[str, Any]:  # the cell's very code
-        model = Ridge(alpha=alpha).fit(pdf[FEATURES].to_numpy()[:half], pdf["y"].to_numpy()[:half])
+        model = make_model(kind, alpha).fit(pdf[FEATURES].to_numpy()[:half], pdf["y"].to_numpy()[:half])
         pred = model.predict(pdf[FEATURES].to_numpy()[half:])
         return {"loss": float(np.sqrt(np.mean((pred - pdf["y"].to_numpy()[half:]) ** 2))), "status": STATUS_OK}
 
@@ -77,13 +87,12 @@ def fmin_group(pdf: pd.DataFrame, trials: int, half: int) -> float:
     return float(min(found.losses()))
 
 
-def run_nbtune(spark: Any, sdf: Any, trials: int, half: int) -> tuple[float, float]:
+def run_nbtune(spark: Any, sdf: Any, trials: int, half: int, kind: str = "ridge") -> tuple[float, float]:
     """Wall seconds and seconds searched inside the groups."""
-    from sklearn.linear_model import Ridge
-
     import nbtune
 
-    ns = {"spark": spark, "sales": sdf, "Ridge": Ridge, "np": np, "FEATURES": FEATURES, "HALF": half}
+    ns = {"spark": spark, "sales": sdf, "make_model": make_model, "KIND": kind, "np": np, "FEATURES": FEATURES}
+    ns["HALF"] = half
     start = time.perf_counter()
     result = nbtune.tune(CELL, ns, by="g", data="sales", metric="rmse", max_evals=trials, quiet=True, mlflow=False)
     wall = time.perf_counter() - start
@@ -91,12 +100,12 @@ def run_nbtune(spark: Any, sdf: Any, trials: int, half: int) -> tuple[float, flo
     return wall, float(result.groups["duration"].sum())
 
 
-def run_hand_written(sdf: Any, trials: int, half: int) -> tuple[float, float]:
+def run_hand_written(sdf: Any, trials: int, half: int, kind: str) -> tuple[float, float]:
     """The pattern users write today: applyInPandas around fmin."""
 
     def per_group(pdf: pd.DataFrame) -> pd.DataFrame:
         start = time.time()
-        best = fmin_group(pdf, trials, half)
+        best = fmin_group(pdf, trials, half, kind)
         return pd.DataFrame({"g": [int(pdf["g"].iloc[0])], "best": [best], "seconds": [time.time() - start]})
 
     start = time.perf_counter()
@@ -104,11 +113,11 @@ def run_hand_written(sdf: Any, trials: int, half: int) -> tuple[float, float]:
     return time.perf_counter() - start, float(sum(r["seconds"] for r in rows))
 
 
-def run_serial(data: pd.DataFrame, trials: int, half: int) -> tuple[float, float]:
+def run_serial(data: pd.DataFrame, trials: int, half: int, kind: str) -> tuple[float, float]:
     """A pandas groupby loop on the driver."""
     start = time.perf_counter()
     for _, pdf in data.groupby("g"):
-        fmin_group(pdf, trials, half)
+        fmin_group(pdf, trials, half, kind)
     wall = time.perf_counter() - start
     return wall, wall
 
@@ -159,6 +168,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--serial-groups", type=int, default=100, help="groups the serial loop runs (scaled up)")
+    parser.add_argument("--model", choices=("ridge", "boosting"), default="ridge", help="what a trial fits")
     parser.add_argument("--memory-mb", type=float, default=None, help="only the driver-memory check on this size")
     args = parser.parse_args()
 
@@ -179,20 +189,21 @@ def main() -> None:
     sdf.count()
     half = args.rows // 2
     print(f"{args.groups} groups x {args.trials} trials, {args.rows} rows a group, local[{slots}]")
-    print(f"one trial's fit: {fit_seconds(data, args.rows) * 1000:.1f} ms (median of 20, driver)")
+    fit_ms = fit_seconds(data, args.rows, args.model) * 1000
+    print(f"one trial's fit ({args.model}): {fit_ms:.1f} ms (median of 20, driver)")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
 
     warm = sdf.filter(sdf["g"] < 4)  # Python workers started and imports done before anything is timed
-    run_nbtune(spark, warm, 2, half)
-    run_hand_written(warm, 2, half)
+    run_nbtune(spark, warm, 2, half, args.model)
+    run_hand_written(warm, 2, half, args.model)
     results: dict[str, list[tuple[float, float]]] = {"nbtune": [], "hand-written": [], "serial": []}
     serial_groups = min(args.serial_groups, args.groups)
     scale = args.groups / serial_groups
     small = data[data["g"] < serial_groups]
     for _ in range(args.repeats):  # interleaved, so a noisy neighbour hurts every contender alike
-        results["nbtune"].append(run_nbtune(spark, sdf, args.trials, half))
-        results["hand-written"].append(run_hand_written(sdf, args.trials, half))
-        wall, busy = run_serial(small, args.trials, half)
+        results["nbtune"].append(run_nbtune(spark, sdf, args.trials, half, args.model))
+        results["hand-written"].append(run_hand_written(sdf, args.trials, half, args.model))
+        wall, busy = run_serial(small, args.trials, half, args.model)
         results["serial"].append((wall * scale, busy * scale))
 
     print(f"{'':14s} {'wall s':>8s} {'busy s':>8s} {'slot eff':>9s}")
