@@ -159,13 +159,13 @@ RIDGE = (
 
 
 @pytest.mark.spark
-def test_log_model_keeps_each_groups_best_model_and_one_router_model_for_all(local_spark, tmp_path):
+def test_log_model_keeps_each_groups_best_model_and_one_router_model_for_all(local_spark, tmp_path, monkeypatch):
     import mlflow
 
     data, slopes = planted(3, rows=30)
     broken = pd.DataFrame({"store": "broken", "x": [0.5], "y": [1.0]})
     uri = f"sqlite:///{tmp_path}/models.db"
-    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for the runs:/ URIs below (a global set_tracking_uri would leak)
     sales = pd.concat([data, broken], ignore_index=True)
     track = {"mlflow": True, "tracking_uri": uri, "experiment": "m", "log_model": "all"}
     result = by_store(local_spark, RIDGE, {"sales": sales}, max_evals=4, **track)
@@ -289,12 +289,15 @@ def test_the_groups_table_lists_the_worst_groups_then_the_failed_ones_with_their
 
 
 @pytest.mark.spark
-def test_in_a_notebook_a_search_per_group_shows_a_live_dashboard_that_ends_complete(tmp_path):
+def test_in_a_notebook_a_search_per_group_shows_a_live_dashboard_that_ends_complete(tmp_path, monkeypatch):
     import base64
 
     import nbformat
     from nbclient import NotebookClient
 
+    for leaked in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"):  # an earlier Spark Connect test's, not the kernel's
+        monkeypatch.delenv(leaked, raising=False)
+    monkeypatch.setenv("NBTUNE_SPARK_MASTER", "local[2]")
     data, _ = planted(6, rows=8)
     data.to_csv(tmp_path / "sales.csv", index=False)
     nb = nbformat.v4.new_notebook()

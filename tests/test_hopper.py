@@ -353,8 +353,8 @@ def test_hopping_reaches_the_accuracy_of_ordinary_training(local_spark, monkeypa
 
     (x, y), (xt, yt) = fashion_mnist()
     namespace: dict[str, Any] = {
-        "x_train": (x[:4000].reshape(-1, 784) / 255.0).astype("float32"),
-        "y_train": y[:4000].astype("int32"),
+        "x_train": (x[:10000].reshape(-1, 784) / 255.0).astype("float32"),
+        "y_train": y[:10000].astype("int32"),
         "x_test": (xt[:1000].reshape(-1, 784) / 255.0).astype("float32"),
         "y_test": yt[:1000].astype("int32"),
     }
@@ -363,7 +363,8 @@ def test_hopping_reaches_the_accuracy_of_ordinary_training(local_spark, monkeypa
     ordinary = dict(namespace, units=64)
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     exec(compile(FASHION, "<ordinary>", "exec"), ordinary)  # the same cell, trained by Keras' own fit
-    assert hopped.best_value == pytest.approx(ordinary["val_accuracy"], abs=0.03)
+    # One run each, judged on 1,000 validation rows: a difference's standard deviation is about 0.018.
+    assert hopped.best_value == pytest.approx(ordinary["val_accuracy"], abs=0.05)
     assert hopped.best_value > 0.75
 
 

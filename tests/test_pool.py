@@ -239,7 +239,10 @@ def test_a_long_map_shows_a_text_progress_line_and_progress_false_shows_nothing(
     assert capsys.readouterr().err == ""
 
 
-def test_in_a_notebook_a_long_map_shows_a_progress_widget_that_ends_full(tmp_path):
+def test_in_a_notebook_a_long_map_shows_a_progress_widget_that_ends_full(tmp_path, monkeypatch):
+    for leaked in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"):  # an earlier Spark Connect test's, not the kernel's
+        monkeypatch.delenv(leaked, raising=False)
+    monkeypatch.setenv("NBTUNE_SPARK_MASTER", "local[2]")
     import nbformat
     from nbclient import NotebookClient
 
