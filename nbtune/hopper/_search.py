@@ -11,7 +11,7 @@ from nbtune._events import Listener, SearchInfo
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
-from nbtune.hopper._plan import check_options, make_plan, partition
+from nbtune.hopper._plan import make_plan, partition
 from nbtune.hopper._runner import HopperRunner
 from nbtune.trial._objective import Objective
 
@@ -35,7 +35,6 @@ def hopper_search(
     from nbtune.search._loop import Search
     from nbtune.spark._session import SparkUnavailable, active_session, default_parallelism, start_local_session
 
-    check_options(options)
     if "get_ipython" in objective.captured:
         raise TuneUsageError("the cell uses IPython syntax (!cmd or %magic), which runs only in the notebook")
     spark = active_session(namespace)
