@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,17 @@ def _shell() -> InteractiveShell:
 def _private_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Any MLflow a test starts writes under its own temp dir, never the checkout's mlflow.db."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+
+
+@pytest.fixture(autouse=True)
+def _no_keep_alive_across_tests() -> Iterator[None]:
+    """End every keep-alive a test's searches started: its rounds would share the cores with later tests."""
+    yield
+    keepwarm = sys.modules.get("nbtune.spark._keepwarm")
+    for keeper in list(getattr(keepwarm, "_keepers", {}).values()):
+        if keeper.running:
+            keeper.search_started()  # as a search would: pause, and end the thread with 0 minutes
+            keeper.search_ended(0, 1)
 
 
 @pytest.fixture

@@ -50,8 +50,13 @@ def tune(spark: Any, cell: str, ns: dict[str, Any], minutes: float, monkeypatch:
 
 
 @pytest.fixture
-def keeper(local_spark: Any) -> Iterator[KeepWarm]:
-    """The session's keep-alive with short rounds, switched off again after the test."""
+def keeper(local_spark: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeepWarm]:
+    """The session's keep-alive with short rounds, switched off again after the test.
+
+    The test's jobs get a Python worker pool of their own: Spark keeps one pool per worker environment,
+    and earlier tests' idle workers in the shared one would take tasks in turn with this test's.
+    """
+    monkeypatch.setitem(local_spark.sparkContext.environment, "NBTUNE_TEST_POOL", uuid.uuid4().hex)
     k = keeper_of(local_spark)
     k.interval = 0.5
     yield k
