@@ -6,11 +6,14 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune.trial._records import TrialRecord
+
+if TYPE_CHECKING:
+    from nbtune.hopper._strip import Bar
 
 
 @dataclass
@@ -26,6 +29,8 @@ class SearchInfo:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     # Called by cancel(), on the caller's thread: the running search's executor stops its trials.
     cancel_hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    # A hopper search: which model trains on which worker so far, as (workers, bars), for the dashboard.
+    placement: Callable[[], tuple[int, list[Bar]]] | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
         """Ask the search to stop as a kernel interrupt would (finished trials are kept)."""

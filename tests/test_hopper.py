@@ -161,6 +161,7 @@ def test_early_stopping_at_epoch_boundaries_as_keras_does():
 
 # -- bad input: one-line UsageErrors before any Spark job -----------------------------------------------
 
+PNG = b"\x89PNG\r\n\x1a\n"
 CELL = """
 import keras
 lr = 0.01  # tune: loguniform(1e-3, 1e-1)
@@ -212,11 +213,18 @@ def test_the_magic_and_tune_take_hopper_and_data_and_say_what_is_wrong(ip):
 
 
 @pytest.mark.spark
-def test_tune_with_hopper_runs_the_search_end_to_end(local_spark):
+def test_tune_with_hopper_runs_the_search_end_to_end_and_the_dashboard_shows_the_strip(local_spark, monkeypatch):
+    from widget_comms import record_comms
+
+    from nbtune.ui._dashboard import Dashboard
+
+    record_comms(monkeypatch)
+    dashboard = Dashboard(show=lambda widget: None)
     namespace = {**synthetic(), "spark": local_spark}
     result = nbtune.tune(
         CELL,
         namespace,
+        listeners=[dashboard],
         hopper=True,
         data="x_train,y_train",
         max_evals=3,
@@ -228,6 +236,11 @@ def test_tune_with_hopper_runs_the_search_end_to_end(local_spark):
     )
     assert [r.status for r in result.records] == ["ok"] * 3 and result.best_value > 0.8
     assert all([step for step, _ in r.curve] == [1, 2] for r in result.records)
+    # The final strip: every trial's sub-epochs on both workers, numbered as the table numbers trials.
+    assert dashboard.placement_plot.layout.display == "" and bytes(dashboard.placement_plot.value).startswith(PNG)
+    workers, bars = dashboard._info.placement()
+    assert workers == 2 and {b.worker for b in bars} == {0, 1}
+    assert {b.trial for b in bars} == {r.number for r in result.records} and all(b.end >= b.start for b in bars)
 
 
 def test_a_cell_without_model_fit():
@@ -403,6 +416,17 @@ def test_a_killed_worker_gets_its_partition_again_and_no_finished_epoch_is_lost(
     assert executor.traffic.partitions_sent == 3  # the relaunched worker received partition 1 again
     for record in result.records:
         assert [step for step, _ in record.curve] == [1, 2, 3]
+
+
+def test_the_dashboard_strip_numbers_bars_as_trials_and_draws_a_png():
+    from nbtune.hopper._strip import bars
+    from nbtune.ui._plots import placement
+
+    schedule, end = simulate(2, {0: 2, 1: 2}, lambda m, w: 1.0)
+    drawn = bars(schedule.visits, {0: 3, 1: 4}, end)
+    assert sorted({b.trial for b in drawn}) == [3, 4] and min(b.start for b in drawn) == 0.0
+    assert all(b.status == "done" and b.end > b.start for b in drawn)
+    assert placement(2, drawn).startswith(PNG)
 
 
 def test_the_strip_shows_which_model_is_on_which_worker():

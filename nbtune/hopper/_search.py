@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
 from nbtune.hopper._plan import make_plan, partition
 from nbtune.hopper._runner import HopperRunner
+from nbtune.hopper._schedule import HopSchedule
+from nbtune.hopper._strip import Bar, bars
 from nbtune.trial._objective import Objective
 
 if TYPE_CHECKING:
@@ -59,4 +62,11 @@ def hopper_search(
         mode=options.mode,
         models=options.parallelism,
     )
-    return Search(objective, space, options, executor, listeners, info, result, hub)
+    search = Search(objective, space, options, executor, listeners, info, result, hub)
+    search.info.placement = lambda: placement(executor.schedule, search)
+    return search
+
+
+def placement(schedule: HopSchedule, search: Search) -> tuple[int, list[Bar]]:
+    """Which trial trained on which worker so far, for the dashboard's strip."""
+    return schedule.workers, bars(schedule.visits, search.numbers(), time.monotonic())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from nbtune.hopper._schedule import Visit
 
 _MARKS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -30,3 +33,25 @@ def strip(visits: list[Visit], workers: int, now: float, width: int = 60) -> lis
         for cell in range(max(0, first), min(width, max(last, first + 1))):
             rows[v.worker][cell] = mark
     return [f"w{w} " + "".join(row) for w, row in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One visit as the dashboard draws it: seconds since the search's first hop, and the trial's number."""
+
+    worker: int
+    trial: int | None  # the dashboard's trial number (None: not known yet)
+    start: float
+    end: float
+    status: str  # "running", "done" or "lost"
+
+
+def bars(visits: list[Visit], numbers: Mapping[int, int], now: float) -> list[Bar]:
+    """The visits so far, a running one up to `now`; `numbers` maps a model (the trial's tid) to its number."""
+    if not visits:
+        return []
+    start = min(v.start for v in visits)
+    return [
+        Bar(v.worker, numbers.get(v.model), v.start - start, (now if v.end is None else v.end) - start, v.status)
+        for v in visits
+    ]

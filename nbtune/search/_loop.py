@@ -79,6 +79,12 @@ class Search:
         self.reports = reports or ReportHub(options)
         self.reports.on_own_thread = self._live
 
+    def numbers(self) -> dict[int, int]:
+        """Trial numbers (as the dashboard shows them) of the finished and running trials, by tid."""
+        numbers = {record.tid: record.number for record in self.result.records}
+        numbers.update((tid, running.number) for tid, running in self._running.items())
+        return numbers
+
     def run(self) -> TuneResult:
         """Run to completion or until a stop condition; return the result, never losing a finished trial."""
         opts, result = self.options, self.result

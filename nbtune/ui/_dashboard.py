@@ -95,6 +95,7 @@ class Dashboard(Listener):
         self.param_plot = w.Image(format="png", layout=w.Layout(display="none"))
         self.parallel_plot = w.Image(format="png", layout=w.Layout(display="none"))
         self.importance_plot = w.Image(format="png", layout=w.Layout(display="none"))
+        self.placement_plot = w.Image(format="png", layout=w.Layout(display="none"))  # hopper searches
         self.table = w.HTML()
         row = w.HBox([self.bar, self.status, self.cancel_button], layout=w.Layout(align_items="center"))
         plots_row = w.HBox(self._plots(), layout=w.Layout(flex_flow="row wrap"))
@@ -112,6 +113,7 @@ class Dashboard(Listener):
             (self.param_plot, "param-plot"),
             (self.parallel_plot, "parallel-plot"),
             (self.importance_plot, "importance-plot"),
+            (self.placement_plot, "placement-plot"),
             (self.table, "table"),
         ):
             part.add_class(f"nbtune-{name}")  # stable hooks for the browser tests and for styling
@@ -124,6 +126,7 @@ class Dashboard(Listener):
             self.param_plot,
             self.parallel_plot,
             self.importance_plot,
+            self.placement_plot,
         ]
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -238,7 +241,8 @@ class Dashboard(Listener):
         columns = (result.metric, result.param_names, result.log_metrics)
         self.table.value = trials_table(records, running, best, columns, now, info.options.out)
         trials_changed = len(records) != self._plotted
-        curves_changed = trials_changed or self._reports != self._plotted_reports
+        # A hopper search's strip moves on between reports: it redraws on the plots' clock.
+        curves_changed = trials_changed or self._reports != self._plotted_reports or info.placement is not None
         if final or (now - self._last_plot >= self._plot_every and curves_changed):
             self._draw_plots(records, result, now, all_plots=final or trials_changed)
         if final:
@@ -265,6 +269,11 @@ class Dashboard(Listener):
         lines = plots.curve_lines(records, self.live_curves, result.best_trial, result.metric)
         if lines:  # hidden until some trial reported the metric
             _set_png(self.curves_plot, plots.learning_curves(lines, result.metric))
+        placement = self._info.placement if self._info is not None else None
+        if placement is not None:
+            workers, bars = placement()
+            if bars:
+                _set_png(self.placement_plot, plots.placement(workers, bars))
         self._last_plot, self._plotted_reports = now, self._reports
         # Slow plots (a busy machine) redraw less often, so the display never costs much of a search.
         self._plot_every = max(self._plot_interval, 10 * (time.perf_counter() - started))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbtune._text import is_finite_number
 from nbtune.trial._records import Curve, TrialRecord
+
+if TYPE_CHECKING:
+    from nbtune.hopper._strip import Bar
 
 SIZE = (4.0, 2.6)  # inches; at DPI this is a 320 x 208 px image
 DPI = 80
@@ -171,6 +174,34 @@ def learning_curves(lines: Sequence[CurveLine], metric: str) -> bytes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _label(ax, f"{metric} by step", "step", metric)
         ax.legend(fontsize=7)
+
+    return _render(draw)
+
+
+def placement(workers: int, bars: Sequence[Bar]) -> bytes:
+    """The hopper's Gantt-like strip: one row a worker, a bar for each trial's sub-epoch there, numbered."""
+
+    def draw(fig: Any) -> None:
+        from matplotlib import colormaps
+        from matplotlib.collections import PolyCollection
+
+        ax = fig.add_subplot()
+        colors = colormaps["tab20"]
+        end = max((b.end for b in bars), default=1.0) or 1.0
+        boxes, faces = [], []
+        for b in bars:
+            x0, x1, y0, y1 = b.start, max(b.end, b.start + end / 400), b.worker - 0.4, b.worker + 0.4
+            boxes.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+            lost = b.status == "lost" or b.trial is None
+            faces.append("#bdbdbd" if lost else colors((b.trial or 0) % colors.N))
+            if b.end - b.start > end / 25 and b.trial is not None:  # a number only where it fits
+                ax.text((b.start + b.end) / 2, b.worker, str(b.trial), ha="center", va="center", fontsize=7)
+        # One collection: hundreds of sub-epochs draw as fast as a few.
+        ax.add_collection(PolyCollection(boxes, facecolors=faces, edgecolors="white", linewidths=0.5))
+        ax.set_xlim(0, end)
+        ax.set_ylim(workers - 0.5, -0.5)  # worker 0 on top
+        ax.set_yticks(range(workers), [f"worker {w}" for w in range(workers)])
+        _label(ax, "which trial trains on which worker", "seconds", "")
 
     return _render(draw)
 
