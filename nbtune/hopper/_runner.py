@@ -44,6 +44,10 @@ class HopperRunner:
     def __init__(self, objective: Objective, validation: dict[str, Any] | None) -> None:
         self.objective = objective  # without the --data arrays: each worker gets its partition instead
         self.validation = validation  # the rows validation_split holds out (sent to every worker)
+        self._start_empty()
+
+    def _start_empty(self) -> None:
+        """No partition and no model yet: how the runner starts on the driver and on each worker."""
         self._local: Objective | None = None
         self._partition: dict[str, Any] = {}
         self._models: dict[int, _Built] = {}
@@ -52,7 +56,8 @@ class HopperRunner:
         return {"objective": self.objective, "validation": self.validation}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["objective"], state["validation"])  # type: ignore[misc]
+        self.objective, self.validation = state["objective"], state["validation"]
+        self._start_empty()
 
     def call(self, header: Header, parts: list[tuple[bytes, list[Any]]]) -> Packed:
         """Serve one message of the driver: keep the partition sent, or train a hop."""
