@@ -38,16 +38,27 @@ class TuneResult:
     parent_run_id: str | None = None
     parent_url: str | None = None
     dashboard: Any = None
+    _best: tuple[list[TrialRecord] | None, int, TrialRecord | None] = field(
+        default=(None, 0, None), init=False, repr=False, compare=False
+    )
     best_model: Any = field(default=None, repr=False)  # --backend driver: the best trial's `model`, in memory
 
     @property
     def best_trial(self) -> TrialRecord | None:
         """The ok trial with the best metric, or None if no trial succeeded."""
-        ok = [r for r in self.records if r.status == "ok" and r.value is not None]
-        if not ok:
-            return None
+        # Records are only appended: look at the new ones since the last call (the dashboard and the
+        # stop rules ask after every trial, so a 10,000-trial search stays linear).
+        records = self.records
+        of, seen, best = self._best
+        if of is not records or seen > len(records):
+            seen, best = 0, None
         sign = 1.0 if self.mode == "min" else -1.0
-        return min(ok, key=lambda r: (sign * (r.value or 0.0), r.number))
+        for r in records[seen:] if seen else records:
+            if r.status == "ok" and r.value is not None:
+                if best is None or (sign * r.value, r.number) < (sign * (best.value or 0.0), best.number):
+                    best = r
+        self._best = (records, len(records), best)
+        return best
 
     @property
     def best_params(self) -> dict[str, Any]:
