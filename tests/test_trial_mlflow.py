@@ -191,3 +191,46 @@ def test_a_cancel_landing_while_mlflow_is_pointed_at_the_trials_store_releases_t
     assert uri_lock.acquire(timeout=1)  # the thread is gone; it must not have kept the lock
     uri_lock.release()
     assert mlflow.get_tracking_uri() == before
+
+
+def log_twice(x: float) -> float:
+    """A helper from another cell: the trial's cell calls it and never names MLflow itself."""
+    mlflow.log_metric("twice", 2 * x)
+    return (x - 0.3) ** 2
+
+
+class LoggingCallback:
+    def on_epoch_end(self, epoch: int) -> None:
+        mlflow.log_metric("epoch", epoch)
+
+
+def test_only_cells_that_refer_to_mlflow_pay_for_a_recorded_run_once_something_else_loaded_it(tmp_path, monkeypatch):
+    import nbtune.trial._mlflow_capture as capture
+    from nbtune.trial._mlflow_capture import TrialCapture, names_mlflow
+
+    def code(source: str):
+        return compile(source, "<cell>", "exec")
+
+    assert names_mlflow(code("import mlflow\nloss = 1"), {})
+    assert names_mlflow(code("def f():\n    mlflow.log_metric('a', 1)\nloss = 1"), {})
+    assert names_mlflow(code("loss = helper(0.5)"), {"helper": log_twice})
+    assert names_mlflow(code("cb.on_epoch_end(1)"), {"cb": LoggingCallback()})
+    assert names_mlflow(code("mf.log_metric('a', 1)"), {"mf": mlflow})
+    assert not names_mlflow(code("import numpy as np\nloss = float(np.mean(x))"), {"x": [1.0], "np": os})
+
+    monkeypatch.setattr(capture, "_a_trial_imported_mlflow", False)  # MLflow was loaded by this test module
+    with TrialCapture("trial 0", names_mlflow=False) as quiet:
+        pass
+    assert not quiet.recording and mlflow.active_run() is None
+    with TrialCapture("trial 1", names_mlflow=True) as recorded:
+        assert mlflow.active_run() is not None
+    assert recorded.recording
+    recorded.discard()
+
+    # A helper that logs is found through the namespace: its metric lands in the trial's run.
+    uri = f"sqlite:///{tmp_path}/store.db"
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = helper(x)\n"
+    result = nbtune.tune(cell, {"helper": log_twice}, max_evals=2, backend="local", tracking_uri=uri, quiet=True)
+    client = MlflowClient(uri)
+    for record in result.records:
+        assert client.get_run(record.mlflow_run_id).data.metrics["twice"] == pytest.approx(2 * record.params["x"])

@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 from nbtune.trial._after_import import AfterImport
@@ -49,6 +50,7 @@ _trash: queue.SimpleQueue[Path] = queue.SimpleQueue()  # trial stores to delete
 _cleaner: threading.Thread | None = None
 _cleaner_lock = threading.Lock()
 _autolog_sent: dict[str, dict[str, Any]] = {}  # the autologging this process was asked for last
+_a_trial_imported_mlflow = False  # what trials run calls MLflow (a library that logs): record every trial
 
 
 @dataclass(kw_only=True)
@@ -109,8 +111,9 @@ def autolog_config() -> dict[str, dict[str, Any]]:
 class TrialCapture:
     """Points MLflow at a trial's own store for the length of one trial (a context manager)."""
 
-    def __init__(self, name: str, autolog: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, name: str, autolog: dict[str, dict[str, Any]] | None = None, names_mlflow: bool = True) -> None:
         self._name, self._autolog = name, autolog or {}
+        self._names_mlflow = names_mlflow  # the cell, or what it captured, refers to MLflow
         self._tmp: Path | None = None  # a temporary directory, holding the trial's store
         self._root: Path | None = None
         self._run_id: str | None = None
@@ -123,13 +126,21 @@ class TrialCapture:
         self.problem: str | None = None  # why what the cell logged could not be collected
 
     def __enter__(self) -> TrialCapture:
-        # With autologging on in the notebook, MLflow is needed whether or not the cell imports it.
-        if self._autolog or ("mlflow" in sys.modules and hasattr(sys.modules["mlflow"], "start_run")):
+        loaded = "mlflow" in sys.modules and hasattr(sys.modules["mlflow"], "start_run")
+        # With autologging on in the notebook, MLflow is needed whether or not the cell imports it. A run
+        # costs about 9 ms, so not for a cell that never names MLflow in a process where only something
+        # else loaded it (nbtune, an earlier Spark job in the same Python worker).
+        if self._autolog or (loaded and (self._names_mlflow or _a_trial_imported_mlflow)):
             self._activate()
-        else:  # the cell may import MLflow itself: start recording the moment it does
-            self._finder = AfterImport("mlflow", lambda _: self._activate())
+        elif not loaded:  # the cell may import MLflow itself: start recording the moment it does
+            self._finder = AfterImport("mlflow", lambda _: self._imported())
             sys.meta_path.insert(0, self._finder)
         return self
+
+    def _imported(self) -> None:
+        global _a_trial_imported_mlflow
+        _a_trial_imported_mlflow = True  # e.g. a library that logs by itself: later trials are recorded too
+        self._activate()
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._finder is not None and self._finder in sys.meta_path:
@@ -350,3 +361,27 @@ def _zip(directory: Path) -> bytes | None:
         for path in files:
             archive.write(path, path.relative_to(directory).as_posix())
     return buf.getvalue()
+
+
+def names_mlflow(code: CodeType, captured: dict[str, Any]) -> bool:
+    """Whether a cell's code, or a module, function or class it captured, refers to MLflow by name."""
+    if _code_names_mlflow(code):
+        return True
+    for value in captured.values():
+        if isinstance(value, ModuleType):
+            if value.__name__.split(".")[0] == "mlflow":
+                return True
+            continue
+        cls = value if isinstance(value, type) else type(value)
+        if cls.__module__.split(".")[0] == "mlflow":
+            return True
+        members = [value, *vars(cls).values()]  # a function, or a class's (an instance's class's) methods
+        for member in members:
+            member = getattr(member, "__func__", member) if isinstance(member, (staticmethod, classmethod)) else member
+            if isinstance(member, FunctionType) and _code_names_mlflow(member.__code__):
+                return True
+    return False
+
+
+def _code_names_mlflow(code: CodeType) -> bool:
+    return "mlflow" in code.co_names or any(isinstance(c, CodeType) and _code_names_mlflow(c) for c in code.co_consts)

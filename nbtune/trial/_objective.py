@@ -19,7 +19,7 @@ from typing import Any
 # Spark workers import this module: keep its imports light (no IPython, hyperopt, pandas).
 from nbtune._text import as_number, shorten
 from nbtune.trial._keras import watch as watch_keras
-from nbtune.trial._mlflow_capture import CapturedRun, TrialCapture
+from nbtune.trial._mlflow_capture import CapturedRun, TrialCapture, names_mlflow
 from nbtune.trial._output import capture_output
 from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._report import Reporter, TrialPruned, TrialReports, reporting
@@ -64,11 +64,13 @@ class Objective:
     keep_mlflow: bool = True  # send what the cell logs to MLflow back (tracking on), or drop it
     _code: CodeType | None = field(default=None, repr=False, compare=False)
     _deferred: TrialCapture | None = field(default=None, repr=False, compare=False)  # see run(defer_mlflow=True)
+    _names_mlflow: bool | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_code"] = None  # code objects do not pickle; workers compile their own copy
         state["_deferred"] = None
+        state["_names_mlflow"] = None
         return state
 
     @property
@@ -150,7 +152,9 @@ class Objective:
 
     def _capture(self, name: str) -> TrialCapture:
         """Where what the cell logs to MLflow is recorded (the driver backend records nothing)."""
-        return TrialCapture(name, self.autolog)
+        if self._names_mlflow is None:
+            self._names_mlflow = names_mlflow(self.code, self.captured)
+        return TrialCapture(name, self.autolog, self._names_mlflow)
 
     def _attach_model(self, ns: Mapping[str, Any], outcome: TrialOutcome) -> None:
         """--log-model: the trial's `model`, saved with its MLflow flavour (a failure is noted, not fatal)."""
