@@ -152,3 +152,21 @@ def test_resume_of_a_run_whose_space_differs_is_a_usage_error(tracked_ip):
     trial = first.records[0].mlflow_run_id
     with pytest.raises(UsageError, match="is one trial's run"):
         run_tune(tracked_ip, f"--resume {trial} --quiet", CELL)
+
+
+@pytest.mark.slow
+def test_a_2000_trial_search_resumes_from_a_real_store(tmp_path):
+    """Issue 19: every finished trial of a large search comes back, paged, and the search goes on from there."""
+    from nbtune.tracking._resume import child_runs
+
+    uri = f"sqlite:///{tmp_path}/big.db"
+    cell = "x = 0.5  # tune: uniform(-2, 2)\nloss = (x - 0.7) ** 2\n"
+    track = {"tracking_uri": uri, "experiment": "big", "backend": "local", "algo": "random", "quiet": True}
+    first = nbtune.tune(cell, max_evals=2000, seed=0, **track)
+    assert len(first.records) == 2000 and {r.status for r in first.records} == {"ok"}
+    again = nbtune.tune(cell, max_evals=2010, seed=1, resume="", **track)
+    assert again.parent_run_id == first.parent_run_id and len(again.records) == 2010
+    assert {r.params["x"] for r in first.records} <= {r.params["x"] for r in again.records}
+    assert again.best_value <= first.best_value
+    client = MlflowClient(uri)
+    assert len(child_runs(client, client.get_run(first.parent_run_id))) == 2010

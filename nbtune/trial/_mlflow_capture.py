@@ -127,10 +127,11 @@ class TrialCapture:
 
     def __enter__(self) -> TrialCapture:
         loaded = "mlflow" in sys.modules and hasattr(sys.modules["mlflow"], "start_run")
-        # With autologging on in the notebook, MLflow is needed whether or not the cell imports it. A run
-        # costs about 9 ms, so not for a cell that never names MLflow in a process where only something
-        # else loaded it (nbtune, an earlier Spark job in the same Python worker).
-        if self._autolog or (loaded and (self._names_mlflow or _a_trial_imported_mlflow)):
+        # With autologging on in the notebook (or still on here from an earlier search: it must be turned
+        # off), MLflow is needed whether or not the cell imports it. A run costs about 9 ms, so not for a
+        # cell that never names MLflow in a process where only something else loaded it (nbtune, an
+        # earlier Spark job in the same Python worker).
+        if self._autolog or _autolog_sent or (loaded and (self._names_mlflow or _a_trial_imported_mlflow)):
             self._activate()
         elif not loaded:  # the cell may import MLflow itself: start recording the moment it does
             self._finder = AfterImport("mlflow", lambda _: self._imported())
