@@ -7,6 +7,7 @@ to the quiet search plus messages a second.
 
     .venv/bin/python benchmarks/bench_dashboard.py                 # 1000 trials x 3 repeats
     .venv/bin/python benchmarks/bench_dashboard.py --trials 300 --repeats 5
+    .venv/bin/python benchmarks/bench_dashboard.py --trials 10000 --repeats 1   # issue 19's size
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import resource
 import statistics
 import sys
 import time
@@ -49,6 +51,9 @@ class CountingComm:
         pass
 
 
+last: dict[str, Any] = {}  # the last search's result, for to_pandas()
+
+
 def run(display: str, trials: int) -> tuple[float, int, int]:
     listeners: list[Any] = []
     if display == "text":
@@ -58,7 +63,7 @@ def run(display: str, trials: int) -> tuple[float, int, int]:
     CountingComm.messages = CountingComm.size = 0
     start = time.perf_counter()
     options = {"max_evals": trials, "algo": "random", "backend": "local", "mlflow": False, "quiet": True}
-    nbtune.tune(CELL, {}, listeners=listeners, **options)
+    last["result"] = nbtune.tune(CELL, {}, listeners=listeners, **options)
     return time.perf_counter() - start, CountingComm.messages, CountingComm.size
 
 
@@ -89,6 +94,10 @@ def main() -> None:
         f"  dashboard traffic: {messages:.0f} messages ({messages / wall:.1f}/s, "
         f"{messages / args.trials:.2f} a trial), {size / 1e6:.2f} MB"
     )
+    start = time.perf_counter()
+    frame = last["result"].to_pandas()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  to_pandas(): {len(frame)} rows in {time.perf_counter() - start:.3f} s; peak memory {peak:.0f} MB")
 
 
 if __name__ == "__main__":

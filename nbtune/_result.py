@@ -54,9 +54,10 @@ class TuneResult:
             seen, best = 0, None
         sign = 1.0 if self.mode == "min" else -1.0
         for r in records[seen:] if seen else records:
-            if r.status == "ok" and r.value is not None:
-                if best is None or (sign * r.value, r.number) < (sign * (best.value or 0.0), best.number):
-                    best = r
+            if r.status != "ok" or r.value is None:
+                continue
+            if best is None or (sign * r.value, r.number) < (sign * (best.value or 0.0), best.number):
+                best = r
         self._best = (records, len(records), best)
         return best
 

@@ -36,13 +36,19 @@ def parallel_coordinates(
         values = [float(r.value or 0.0) for r in ok]
         norm = Normalize(min(values, default=0.0), max(values, default=1.0))
         cmap = colormaps["viridis_r" if mode == "min" else "viridis"]  # the good end is yellow either way
+        from matplotlib.collections import LineCollection
+
         xs = list(range(len(axes)))
+        lines, colors = [], []
         for i, record in enumerate(ok):
             ys = [col.positions[i] for col in columns]
             if record is best:
                 ax.plot(xs, ys, color="#d32f2f", linewidth=2.4, zorder=5, label=f"best (trial {record.number})")
             else:
-                ax.plot(xs, ys, color=cmap(norm(values[i])), linewidth=1.0, alpha=0.7)
+                lines.append(list(zip(xs, ys, strict=True)))
+                colors.append(cmap(norm(values[i])))
+        # One artist for all the other trials: 10,000 separate lines took seconds to build and draw.
+        ax.add_collection(LineCollection(lines, colors=colors, linewidths=1.0, alpha=0.7))
         for x, col in zip(xs, columns, strict=True):
             ax.axvline(x, color="#616161", linewidth=0.8, zorder=0)
             for position, label in col.ticks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from nbtune.ui._table import RunningTrial, best_html, trials_table
 from nbtune.ui._uievents import UiEvents
 
 # Bar styles, as tqdm's notebook bar: the colour says how the search ended.
+_IMPORTANCE_SAMPLE = 2000  # trials the live importance plot fits its forest to
 _STYLE_BY_STOP = {
     "completed": "success",
     "early-stop": "success",
@@ -283,7 +285,9 @@ class Dashboard(Listener):
         enough = len(ok) >= min_trials(len(result.param_names)) and result.param_names
         if not enough or len(ok) == self._importance_ok or (not final and len(ok) < 1.25 * self._importance_ok):
             return
-        table = importance(ok, result.param_names, result.metric)
+        # While the search runs, a sample: the forest over 10,000 trials takes seconds (the final draw uses all).
+        sample = ok if final or len(ok) <= _IMPORTANCE_SAMPLE else random.Random(0).sample(ok, _IMPORTANCE_SAMPLE)
+        table = importance(sample, result.param_names, result.metric)
         _set_png(self.importance_plot, plots.png(analysis_plots.importance(table)))
         self._importance_ok = len(ok)
 
