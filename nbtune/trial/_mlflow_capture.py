@@ -50,7 +50,7 @@ _trash: queue.SimpleQueue[Path] = queue.SimpleQueue()  # trial stores to delete
 _cleaner: threading.Thread | None = None
 _cleaner_lock = threading.Lock()
 _autolog_sent: dict[str, dict[str, Any]] = {}  # the autologging this process was asked for last
-_a_trial_imported_mlflow = False  # what trials run calls MLflow (a library that logs): record every trial
+_a_trial_imported_mlflow = False  # a trial imported MLflow (a library that logs on its own): all trials record
 
 
 @dataclass(kw_only=True)
@@ -366,21 +366,23 @@ def _zip(directory: Path) -> bytes | None:
 
 def names_mlflow(code: CodeType, captured: dict[str, Any]) -> bool:
     """Whether a cell's code, or a module, function or class it captured, refers to MLflow by name."""
-    if _code_names_mlflow(code):
+    try:
+        return _code_names_mlflow(code) or any(_value_names_mlflow(value) for value in captured.values())
+    except Exception:  # an object too odd to look into: record, as before this check
         return True
-    for value in captured.values():
-        if isinstance(value, ModuleType):
-            if value.__name__.split(".")[0] == "mlflow":
-                return True
-            continue
-        cls = value if isinstance(value, type) else type(value)
-        if cls.__module__.split(".")[0] == "mlflow":
+
+
+def _value_names_mlflow(value: Any) -> bool:
+    if isinstance(value, ModuleType):
+        return value.__name__.split(".")[0] == "mlflow"
+    cls = value if isinstance(value, type) else type(value)
+    if str(getattr(cls, "__module__", "") or "").split(".")[0] == "mlflow":
+        return True
+    for member in [value, *vars(cls).values()]:  # a function, or a class's (an instance's class's) methods
+        if isinstance(member, (staticmethod, classmethod)):
+            member = member.__func__
+        if isinstance(member, FunctionType) and _code_names_mlflow(member.__code__):
             return True
-        members = [value, *vars(cls).values()]  # a function, or a class's (an instance's class's) methods
-        for member in members:
-            member = getattr(member, "__func__", member) if isinstance(member, (staticmethod, classmethod)) else member
-            if isinstance(member, FunctionType) and _code_names_mlflow(member.__code__):
-                return True
     return False
 
 
