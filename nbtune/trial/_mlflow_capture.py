@@ -140,7 +140,7 @@ class TrialCapture:
 
     def _imported(self) -> None:
         global _a_trial_imported_mlflow
-        _a_trial_imported_mlflow = True  # e.g. a library that logs by itself: later trials are recorded too
+        _a_trial_imported_mlflow = True
         self._activate()
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
