@@ -24,12 +24,16 @@ from nbtune.spark._shared import MIN_BYTES, SharedPayload
 from nbtune.trial._payload import pack, receive, send
 
 PROBE = (
-    "import os, sys\n"
+    "import os, sys, time\n"
     "x = 1.0  # tune: uniform(0, 1)\n"
     "had = float(probe in sys.modules)\n"
     "sys.path.insert(0, where)\n"
     "__import__(probe)\n"
     "pid = os.getpid()\n"
+    "open(os.path.join(gate, str(pid)), 'w').close()\n"
+    "deadline = time.time() + 60\n"
+    "while len(os.listdir(gate)) < slots and time.time() < deadline:\n"
+    "    time.sleep(0.02)\n"
     "loss = x\n"
 )
 
@@ -49,12 +53,6 @@ def tune(spark: Any, cell: str, ns: dict[str, Any], minutes: float, monkeypatch:
         return nbtune.tune(cell, {"spark": spark, **ns}, backend="spark", **options)
 
 
-# Flaky (passed in one fresh CI run, failed in the next, 2026-12-06): when Spark's Python worker pool holds more
-# workers than the search has slots, the next search can be given workers that did not serve the first one.
-# Issue 19 stays open for it; strict=False so that a pass still shows as XPASS.
-FLAKY_POOL = pytest.mark.xfail(strict=False, reason="the next search may get other pooled workers (issue 19)")
-
-
 @pytest.fixture
 def keeper(local_spark: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeepWarm]:
     """The session's keep-alive with short rounds, switched off again after the test.
@@ -71,10 +69,21 @@ def keeper(local_spark: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeepWa
     k.interval = INTERVAL
 
 
-def probe_module(tmp_path: Path) -> dict[str, str]:
+def probe_module(tmp_path: Path) -> dict[str, Any]:
     name = f"nbtune_probe_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
-    return {"probe": name, "where": str(tmp_path)}
+    return {"probe": name, "where": str(tmp_path), "slots": 2}
+
+
+def gated(ns: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """PROBE's namespace for one search: its trials wait until every slot's worker has run one.
+
+    Without the gate a worker slow to start (a loaded machine) may serve none of a search's quick trials,
+    and so never import the probe: warm is not the same as having run the search.
+    """
+    gate = tmp_path / f"gate-{uuid.uuid4().hex[:8]}"
+    gate.mkdir()
+    return {**ns, "gate": str(gate)}
 
 
 def pids_of(result: Any) -> set[int]:
@@ -99,22 +108,65 @@ def wait_for(condition: Any, within: float) -> bool:
 
 
 @pytest.mark.spark
-@FLAKY_POOL
 def test_keep_alive_rounds_run_on_the_searchs_workers_which_serve_the_next_search_with_its_imports(
     local_spark, keeper, tmp_path, monkeypatch
 ):
     ns = probe_module(tmp_path)
-    first = tune(local_spark, PROBE, ns, 60, monkeypatch, log_metrics=("pid", "had"))
+    first = tune(local_spark, PROBE, gated(ns, tmp_path), 60, monkeypatch, log_metrics=("pid", "had"))
     assert not any(r.log_metrics["had"] for r in first_per_worker(first))
     before = len(keeper.rounds)
     assert wait_for(lambda: len(keeper.rounds) >= before + 3, within=30)
     rounds = list(keeper.rounds)[before:]
     # Every round ran on the search's workers: Spark took them back, which restarts its idle minute.
     assert all(pids_of(first) <= set(r.pids) for r in rounds), (pids_of(first), rounds)
-    second = tune(local_spark, PROBE, ns, 60, monkeypatch, log_metrics=("pid", "had"))
-    assert pids_of(second) <= {pid for r in rounds for pid in r.pids}  # no fresh worker
-    again = [r for r in second.records if r.log_metrics["pid"] in pids_of(first)]
-    assert again and all(r.log_metrics["had"] for r in again)  # the first search's import is still loaded
+    second = tune(local_spark, PROBE, gated(ns, tmp_path), 60, monkeypatch, log_metrics=("pid", "had"))
+    assert pids_of(second) == pids_of(first)  # no fresh worker
+    assert all(r.log_metrics["had"] for r in second.records)  # the first search's import is still loaded
+
+
+def pids_on(spark: Any, tasks: int, seconds: float = 0.0) -> list[int]:
+    """The Python workers `tasks` concurrent tasks ran on (each holds its worker for `seconds`)."""
+
+    def run(batches: Any) -> Any:
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        time.sleep(seconds)
+        yield pd.DataFrame({"pid": [os.getpid()]})
+
+    frame = spark.range(tasks, numPartitions=tasks).mapInPandas(run, "pid long")
+    return [int(row["pid"]) for row in frame.collect()]
+
+
+@pytest.mark.spark
+def test_the_next_search_sends_back_idle_workers_that_did_not_run_the_last_one(
+    local_spark, keeper, tmp_path, monkeypatch
+):
+    keeper.interval = 600.0  # no rounds: this test sets the order of Spark's idle workers itself
+    ns = {**probe_module(tmp_path), "slots": 1}
+    first = tune(local_spark, PROBE, gated(ns, tmp_path), 60, monkeypatch, log_metrics=("pid", "had"), parallelism=1)
+    (warm,) = pids_of(first)
+    # Other Spark work on both cores: a second Python worker, which never ran the search's cell.
+    cold = set(pids_on(local_spark, 2, seconds=1.0)) - {warm}
+    assert len(cold) == 1
+    # Spark hands out its idle workers oldest first: one-task jobs until the warm one went to the back.
+    for _ in range(3):
+        if pids_on(local_spark, 1) == [warm]:
+            break
+    pool = []
+    base = pool_module.SparkPoolExecutor
+
+    class Seen(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            pool.append(self)
+
+    monkeypatch.setattr(pool_module, "SparkPoolExecutor", Seen)
+    second = tune(local_spark, PROBE, gated(ns, tmp_path), 60, monkeypatch, log_metrics=("pid", "had"), parallelism=1)
+    assert pids_of(second) == {warm}
+    assert all(r.log_metrics["had"] for r in second.records)
+    assert pool[0].preference.sent_back == 1  # the cold worker, first in Spark's queue, was sent back once
 
 
 @pytest.mark.spark
@@ -225,25 +277,25 @@ def test_a_payload_streams_when_the_offer_cannot_be_mapped():
 
 @pytest.mark.spark
 @pytest.mark.slow
-@FLAKY_POOL
 def test_after_a_pause_longer_than_sparks_idle_minute_the_workers_are_still_warm(local_spark, tmp_path, monkeypatch):
     k = keeper_of(local_spark)
     assert k.interval == INTERVAL
     ns = probe_module(tmp_path)
-    first = tune(local_spark, PROBE, ns, 60, monkeypatch, log_metrics=("pid", "had"))
+    first = tune(local_spark, PROBE, gated(ns, tmp_path), 60, monkeypatch, log_metrics=("pid", "had"))
     time.sleep(80)  # Spark ends workers idle for 60 s (checked every 10 s)
-    second = tune(local_spark, PROBE, ns, 60, monkeypatch, log_metrics=("pid", "had"))
-    again = [r for r in second.records if r.log_metrics["pid"] in pids_of(first)]
-    assert again and all(r.log_metrics["had"] for r in again)
+    second = tune(local_spark, PROBE, gated(ns, tmp_path), 60, monkeypatch, log_metrics=("pid", "had"))
+    # Earlier tests' idle workers are kept too: the search takes the ones that ran the first search.
+    assert pids_of(second) == pids_of(first)
+    assert all(r.log_metrics["had"] for r in second.records)
 
 
 @pytest.mark.spark
 @pytest.mark.slow
 def test_without_the_keep_alive_spark_ends_the_workers_after_its_idle_minute(local_spark, tmp_path, monkeypatch):
     ns = probe_module(tmp_path)
-    first = tune(local_spark, PROBE, ns, 0, monkeypatch, log_metrics=("pid", "had"))
+    first = tune(local_spark, PROBE, gated(ns, tmp_path), 0, monkeypatch, log_metrics=("pid", "had"))
     time.sleep(80)
-    second = tune(local_spark, PROBE, ns, 0, monkeypatch, log_metrics=("pid", "had"))
+    second = tune(local_spark, PROBE, gated(ns, tmp_path), 0, monkeypatch, log_metrics=("pid", "had"))
     assert not pids_of(second) & pids_of(first)  # the premise of the test above: fresh workers
     assert not any(r.log_metrics["had"] for r in first_per_worker(second))
 

@@ -112,6 +112,7 @@ class HopperCoordinator(Coordinator):
                 continue
             try:
                 keep_going = self._hop(conn, job) if isinstance(job, HopJob) else self._finish(conn, job)
+                self.has_served(info)
             except (EOFError, OSError, TypeError) as exc:  # TypeError: closed under us by close()
                 if not self.closed:
                     self.events.put(

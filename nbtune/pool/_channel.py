@@ -80,4 +80,5 @@ class TaskCoordinator(Coordinator):
                     why = f"the worker on {info.host} (pid {info.pid}) was lost: {type(exc).__name__}"
                     self.results.put(Lost(out, why))
                 return
+            self.has_served(info)
             self.results.put(result)

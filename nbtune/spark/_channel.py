@@ -14,6 +14,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
@@ -66,6 +67,10 @@ class Coordinator:
         self.workers: dict[int, WorkerInfo] = {}  # slot -> the worker currently serving it
         self.running: dict[Connection, Running] = {}  # the trial each connected worker is on
         self.refused = 0
+        # Asked of each worker that says hello: False sends it back before it loads anything (the pool
+        # prefers workers that already ran the last search's cell; Spark then hands the slot another).
+        self.welcome: Callable[[WorkerInfo], bool] = lambda info: True
+        self.served: set[tuple[str, int]] = set()  # (host, pid) of the workers that ran a trial or task
         self._closed = threading.Event()
         self._connections: set[Connection] = set()
         self.receiving: set[Connection] = set()  # workers about to send a finished trial's MLflow recording
@@ -114,6 +119,8 @@ class Coordinator:
     def _serve_worker(self, conn: Connection) -> None:
         hello: dict[str, Any] = conn.recv()
         info = WorkerInfo(int(hello["slot"]), str(hello["host"]), int(hello["pid"]))
+        if not self.welcome(info):
+            return  # the worker sees the channel close, ends its task normally and goes back to Spark's idle pool
         local = self._shared is not None and info.host == socket.gethostname()
         send(conn, self._objective, shared=self._shared.offer() if self._shared is not None and local else None)
         ready = conn.recv()
@@ -142,6 +149,7 @@ class Coordinator:
                     self.outcomes.put(lost)
                 return
             self.running.pop(conn, None)
+            self.has_served(info)
             if outcome.mlflow_follows:
                 outcome.mlflow_later = LateRecording()
                 with self._lock:  # before the loop sees the outcome: close() must not cut this connection
@@ -171,6 +179,10 @@ class Coordinator:
                 return message
             _, step, metrics = message  # ("report", step, {name: value})
             conn.send(bool(self._report and self._report(tid, int(step), dict(metrics))))
+
+    def has_served(self, info: WorkerInfo) -> None:
+        """Note that this worker ran the search's code (its imports are loaded there now)."""
+        self.served.add((info.host, info.pid))
 
     @property
     def closed(self) -> bool:

@@ -5,6 +5,10 @@ Spark ends every idle Python worker once no worker has been handed back for a mi
 Handing one back restarts that minute for all of them, so while no search runs a daemon thread
 runs a tiny job, one short task per slot, every `interval` seconds: Spark reuses the idle workers
 for it and keeps them. It holds the cores for the task's few milliseconds only.
+
+The rounds keep every idle worker alive, also ones that never ran a search (Spark hands idle workers
+out oldest first). So the keeper remembers which workers ran the last search, and the next search's
+pool sends other workers back while those are still to come (`PreferWarm`).
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nbtune.spark._session import cancel_tag, is_connect
 from nbtune.spark._worker import keep_warm_function, keep_warm_schema
 
 INTERVAL = 40.0  # seconds between rounds: under Spark's 60 s, with room for its 10 s check and a busy machine
+_SPARK_KEEPS = 50.0  # seconds Spark surely keeps an idle worker without rounds (its minute, less its 10 s check)
+
+Worker = tuple[str, int]  # (host, pid) of a Spark Python worker
 
 
 @dataclass
@@ -46,6 +53,8 @@ class KeepWarm:
         self._until = 0.0  # time.monotonic() after which workers may go cold
         self._last = 0.0  # when a worker was last handed back to Spark (a search's end or a round)
         self._slots = 1
+        self._warm: set[Worker] = set()  # the workers that ran the last search
+        self._warm_until = 0.0  # time.monotonic() after which they may be gone
         self._in_round = False
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -71,18 +80,28 @@ class KeepWarm:
             with contextlib.suppress(Exception):
                 cancel_tag(self._spark, self.tag)
 
-    def search_ended(self, minutes: float, slots: int) -> None:
-        """Keep `slots` workers warm for `minutes` from now (0: let Spark end them as usual)."""
+    def search_ended(self, minutes: float, slots: int, served: Iterable[Worker] = ()) -> None:
+        """Keep `slots` workers warm for `minutes` from now (0: let Spark end them as usual).
+
+        `served`: the workers that ran the search's trials, which the next search should have first.
+        """
         with self._cond:
             self._searches = max(0, self._searches - 1)
             now = time.monotonic()
             self._until = now + minutes * 60.0 if minutes > 0 else 0.0
             self._last = now
             self._slots = max(1, slots)
+            self._warm = set(served)
+            self._warm_until = self._until or now + _SPARK_KEEPS
             self._cond.notify_all()
             if self._until and not self._stopped and not self.running:
                 self._thread = threading.Thread(target=self._run, name="nbtune-keep-warm", daemon=True)
                 self._thread.start()
+
+    def warm_workers(self) -> set[Worker]:
+        """The workers that ran the last search, while they are kept (empty once they may be gone)."""
+        with self._cond:
+            return set(self._warm) if time.monotonic() < self._warm_until else set()
 
     def stop(self) -> None:
         """End the keep-alive for good (the session stops)."""
@@ -148,6 +167,37 @@ def _tagged(spark: Any, tag: str) -> Iterator[None]:
         yield
     finally:
         sc.removeJobTag(tag)
+
+
+class _Hello(Protocol):
+    host: str
+    pid: int
+
+
+class PreferWarm:
+    """A pool's welcome for its workers: send back others while the last search's workers are still to come.
+
+    A worker sent back ends its task at once and goes to the end of Spark's idle queue, and the slot's
+    next task is handed the next idle worker. `limit` bounds the cost (a Spark job start each, ~0.1 s)
+    when a remembered worker is busy elsewhere or gone.
+    """
+
+    def __init__(self, warm: set[Worker], limit: int) -> None:
+        self._awaited = set(warm)
+        self._limit = limit
+        self._lock = threading.Lock()
+        self.sent_back = 0
+
+    def __call__(self, worker: _Hello) -> bool:
+        with self._lock:
+            key = (worker.host, worker.pid)
+            if key in self._awaited:
+                self._awaited.discard(key)
+                return True
+            if self._awaited and self.sent_back < self._limit:
+                self.sent_back += 1
+                return False
+            return True
 
 
 def _session_stopped(spark: Any) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from nbtune.search._executor import ExecutorError
 from nbtune.spark._channel import Coordinator
-from nbtune.spark._keepwarm import keeper_of
+from nbtune.spark._keepwarm import PreferWarm, keeper_of
 from nbtune.spark._session import cancel_tag, coordinator_host, default_parallelism, job_tags
 from nbtune.spark._worker import task_function, task_schema
 from nbtune.trial._payload import Packed
@@ -54,6 +54,10 @@ class SparkPoolExecutor:
         self._warmth = keeper_of(spark)
         self._handed_back = threading.Lock()  # taken once, by whichever of cancel() and close() comes first
         self._warmth.search_started()
+        warm = self._warmth.warm_workers()
+        self.preference = PreferWarm(warm, limit=2 * self.slots) if warm else None
+        if self.preference is not None:
+            self._coordinator.welcome = self.preference
         self.launches = 0
         self._slot_threads = [
             threading.Thread(target=self._run_slot, args=(slot,), name=f"nbtune-slot-{slot}", daemon=True)
@@ -159,7 +163,7 @@ class SparkPoolExecutor:
     def _hand_back(self) -> None:
         """Once: the session's keep-alive takes over the now idle workers (or lets them go, with 0)."""
         if self._handed_back.acquire(blocking=False):
-            self._warmth.search_ended(self._keep_warm, self.slots)
+            self._warmth.search_ended(self._keep_warm, self.slots, self._coordinator.served)
 
     def _reap(self) -> None:
         """Wait briefly for the slot jobs to end, then cancel stragglers (e.g. a slot still queued)."""
