@@ -17,7 +17,7 @@ from nbtune._result import TuneResult
 from nbtune.cell._parse import parse_cell
 from nbtune.cell._space import SearchSpace, search_space
 from nbtune.search._build import build_objective
-from nbtune.search._history import TPE_WINDOW, UNBOUNDED, History, Window
+from nbtune.search._history import TPE_WINDOW, UNBOUNDED, History, Window, tpe_startup
 from nbtune.search._local import LocalExecutor
 from nbtune.search._loop import Search
 from nbtune.trial._records import TrialOutcome, TrialRecord, TrialRequest
@@ -290,3 +290,14 @@ def test_tpe_on_a_window_picks_the_good_group_of_the_whole_history() -> None:
         for visible in range(1, 12_000):
             whole = min(ceil(0.25 * sqrt(visible)), 25)  # hyperopt's ap_split_trials on every document
             assert min(ceil(_tpe_gamma(visible, min(shown, visible)) * sqrt(min(shown, visible))), 25) == whole
+
+
+def test_tpe_leaves_its_random_start_up_within_a_small_budget() -> None:
+    # hyperopt's fixed 20 start-up trials made a 16-trial TPE search the very random search of the same seed.
+    assert [tpe_startup(n) for n in (None, 6, 16, 32, 60, 1000)] == [20, 5, 5, 10, 20, 20]
+    bests: dict[str, list[float]] = {"tpe": [], "random": []}
+    for seed in range(5):
+        for algo, values in bests.items():
+            result = local_search(CELL, max_evals=16, algo=algo, seed=seed).run()
+            values.append(min(r.value for r in result.records if r.value is not None))
+    assert sorted(bests["tpe"])[2] < sorted(bests["random"])[2], bests

@@ -92,7 +92,7 @@ def search_group(task: GroupTask, rows: Any, seed: int | None) -> tuple[list[Tri
     values = {f.name: getattr(task.objective, f.name) for f in fields(Objective) if f.init}
     values["captured"] = {**task.objective.captured, task.data: rows}
     objective: Objective = _KeepsBestModel(**values) if task.log_model else Objective(**values)
-    history = History(Trials(), task.space, task.algo, seed)  # type: ignore[arg-type]
+    history = History(Trials(), task.space, task.algo, seed, max_evals=task.max_evals)  # type: ignore[arg-type]
     records: list[TrialRecord] = []
     failures, best, since_best = 0, None, 0
     sign = 1.0 if objective.mode == "min" else -1.0

@@ -72,6 +72,10 @@ ANNEAL_WINDOW = Window(best=64)
 # suggestion leans away from them instead of piling onto the same promising spot.
 LIAR_LOSS = math.inf
 _TPE_GAMMA = 0.25  # hyperopt's default
+# TPE's random start-up: hyperopt's 20 trials, but at most a third of a smaller budget (at least 5, for a
+# first model to fit). With 20 a 16-trial search never leaves it: it is a random search (issue 16's
+# benchmark). Optuna starts its TPE after 10.
+_TPE_STARTUP, _TPE_MIN_STARTUP = 20, 5
 
 
 def loss_of(value: float, mode: Mode | str) -> float:
@@ -221,12 +225,19 @@ def _tpe_gamma(visible: int, shown: int) -> float:
     return _TPE_GAMMA * math.sqrt(visible / shown) * (1 - 1e-9)  # no ceil() one up from rounding
 
 
-def _algorithm(algo: Algo, space: SearchSpace) -> Callable[..., Any]:
+def tpe_startup(max_evals: int | None) -> int:
+    """How many random trials TPE starts with, for a search of `max_evals` trials (None: no bound)."""
+    if max_evals is None:
+        return _TPE_STARTUP
+    return max(_TPE_MIN_STARTUP, min(_TPE_STARTUP, max_evals // 3))
+
+
+def _algorithm(algo: Algo, space: SearchSpace, max_evals: int | None) -> Callable[..., Any]:
     """The suggest function of `--algo` (looked up now, so a test can wrap hyperopt's)."""
     if algo == "grid":
         return space.grid_algo()  # type: ignore[no-any-return]
-    if algo == "tpe":
-        return functools.partial(tpe.suggest, verbose=False)  # verbose formats an O(n) log line
+    if algo == "tpe":  # verbose formats an O(n) log line
+        return functools.partial(tpe.suggest, verbose=False, n_startup_jobs=tpe_startup(max_evals))
     chosen: Callable[..., Any] = {"random": rand.suggest, "anneal": anneal.suggest}[algo]
     return chosen
 
@@ -240,12 +251,18 @@ class History:
     """
 
     def __init__(
-        self, trials: Trials, space: SearchSpace, algo: Algo, seed: int | None, window: Window | None = None
+        self,
+        trials: Trials,
+        space: SearchSpace,
+        algo: Algo,
+        seed: int | None,
+        window: Window | None = None,
+        max_evals: int | None = None,  # the search's budget, which sets TPE's random start-up
     ) -> None:
         self.trials = trials
         self.algo = algo
         self._domain = base.Domain(_not_called, space.hyperopt_space())
-        self._algo = _algorithm(algo, space)
+        self._algo = _algorithm(algo, space, max_evals)
         self._values = space.values
         self._rng = np.random.default_rng(seed)
         default = {"tpe": TPE_WINDOW, "anneal": ANNEAL_WINDOW}.get(algo, UNBOUNDED)
