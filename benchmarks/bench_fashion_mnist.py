@@ -28,7 +28,7 @@ STEPS = ("t_import", "t_load", "t_build", "t_fit", "t_eval")
 # (the line a timer goes in front of, the step that ends there)
 _ANCHORS = (
     ("(x_train, y_train), (x_test, y_test) = fashion_mnist()", "t_import"),
-    ("if structure == ", "t_load"),
+    ("model = keras.Sequential(", "t_load"),
     ("stop = keras.callbacks.EarlyStopping", "t_build"),
     ("best = int(np.argmin", "t_fit"),
 )
@@ -89,15 +89,15 @@ def describe(name: str, result: nbtune.TuneResult) -> dict[str, float]:
     if best is not None:
         print(
             f"best (by val_loss): test accuracy {best.test_accuracy:.4f}, val_loss {best.val_loss:.4f}, "
-            f"{best.structure}, lr {best.learning_rate:.3g}, batch {int(best.batch_size)}"
+            f"filters {int(best.filters)}, dropout {best.dropout:.2f}, lr {best.learning_rate:.3g}"
         )
         print(f"highest test accuracy of any trial: {ok.test_accuracy.max():.4f}")
         print("median seconds per trial:", ", ".join(f"{s[2:]} {ok[s].median():.2f}" for s in STEPS))
         cold = ok[ok.t_import > 1.0]  # the first trial on each fresh worker imports TensorFlow
         print(f"trials that imported TensorFlow: {len(cold)} (median import {cold.t_import.median():.1f} s)")
-        for structure, group in ok.groupby("structure"):
+        for filters, group in ok.groupby("filters"):
             print(
-                f"  {structure:7s} {len(group):2d} trials: median fit {group.t_fit.median():6.1f} s, "
+                f"  {int(filters):2d} filters {len(group):2d} trials: median fit {group.t_fit.median():6.1f} s, "
                 f"CPU {group.t_cpu.median():6.1f} s, fit per epoch {(group.t_fit / group.epochs_run).median():5.1f} s, "
                 f"epochs {group.epochs_run.median():4.1f}, test accuracy {group.test_accuracy.median():.4f}"
             )

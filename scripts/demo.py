@@ -3,8 +3,8 @@
 Settings come from the environment (the notebook itself is never edited):
 
     NBTUNE_DEMO_SMALL=1     a tiny run (2 trials, 1 epoch, 2,000 images), for CI and a quick look
-    NBTUNE_DEMO_EVALS=N     trials in the search           (default 16)
-    NBTUNE_DEMO_EPOCHS=N    most epochs per trial          (default 12)
+    NBTUNE_DEMO_EVALS=N     trials in the search           (default 12)
+    NBTUNE_DEMO_EPOCHS=N    most epochs per trial          (default 9)
     NBTUNE_DEMO_TRAIN=N     training images per trial      (default 60000)
     NBTUNE_DEMO_OUTPUT=DIR  where the results go           (default demo_output/)
     NBTUNE_DATA_DIR=DIR     the four Fashion-MNIST files   (default: keras's cache or download)
@@ -29,7 +29,7 @@ from nbformat import NotebookNode
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "demo_notebooks" / "02_fashion_mnist_spark.ipynb"
-DEFAULTS = {"max_evals": 16, "epochs": 12, "n_train": 60000}
+DEFAULTS = {"max_evals": 12, "epochs": 9, "n_train": 60000}
 SMALL = {"max_evals": 2, "epochs": 1, "n_train": 2000}
 _ENV = {"max_evals": "NBTUNE_DEMO_EVALS", "epochs": "NBTUNE_DEMO_EPOCHS", "n_train": "NBTUNE_DEMO_TRAIN"}
 # Dashboard parts mirrored on the terminal line (the widgets' CSS classes).
@@ -181,14 +181,15 @@ def report(out: Path, wall: float) -> None:
 
     trials = pd.read_csv(out / "trials.csv")
     ok = trials[trials.status == "ok"]
-    print(f"\nnbtune demo: {len(trials)} trials ({len(ok)} ok) in {wall / 60:.1f} min")
+    pruned = int((trials.status == "pruned").sum())
+    print(f"\nnbtune demo: {len(trials)} trials ({len(ok)} ok, {pruned} pruned) in {wall / 60:.1f} min")
     if ok.empty:
         print("no trial succeeded; see the errors in", out / "fashion_mnist.html")
         return
     best = ok.loc[ok.val_loss.idxmin()]
     print(
-        f"best parameters: learning_rate={best.learning_rate:.4g}, batch_size={int(best.batch_size)}, "
-        f"structure={best.structure!r}"
+        f"best parameters: learning_rate={best.learning_rate:.4g}, filters={int(best.filters)}, "
+        f"dropout={best.dropout:.3g}"
     )
     print(f"best trial: val_loss={best.val_loss:.4f}, test accuracy={best.test_accuracy:.4f}")
     print(f"best test accuracy of any trial: {ok.test_accuracy.max():.4f}")

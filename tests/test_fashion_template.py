@@ -32,18 +32,20 @@ def test_the_header_searches_val_loss_and_logs_the_accuracies():
     assert options.prune == "asha"  # Keras reports each epoch; hopeless trials stop early
 
 
-def test_tunes_learning_rate_batch_size_and_structure():
+def test_tunes_a_convolutional_networks_width_dropout_and_learning_rate():
     params = {p.name: p for p in parse_cell(BODY).params}
-    assert list(params) == ["learning_rate", "batch_size", "structure"]
+    assert list(params) == ["learning_rate", "filters", "dropout"]
     assert params["learning_rate"].dist == "loguniform"
-    assert params["batch_size"].dist == "choice"
-    assert params["structure"].dist == "choice" and params["structure"].args == ("small", "medium", "large")
+    assert params["filters"].dist == "choice" and params["filters"].args == (16, 32)
+    assert params["dropout"].dist == "uniform"
+    assert "layers.Conv2D(filters, 3" in BODY and "layers.Dropout(dropout)" in BODY
 
 
 def test_data_size_and_epochs_are_plain_lines_a_workshop_can_edit():
     assert re.search(r"^n_train = 60000 ", BODY, flags=re.M)
     assert re.search(r"^epochs = \d+ ", BODY, flags=re.M)
     assert "restore_best_weights=True" in BODY and 'monitor="val_loss"' in BODY
+    assert "CosineDecay(learning_rate, steps)" in BODY  # over `epochs`: the last epochs take small steps
 
 
 def test_tune_template_puts_it_below_and_lists_it(ip, capsys):
@@ -61,7 +63,7 @@ def test_three_trials_on_4000_images_reach_70_percent_test_accuracy(ip, monkeypa
     table = result.to_pandas()
     # --prune asha may stop a trial after its first epoch; the others run to the end.
     assert set(table.status) <= {"ok", "pruned"} and "ok" in set(table.status), table.error.tolist()
-    assert set(table.structure) <= {"small", "medium", "large"}
+    assert set(table.filters) <= {16, 32}
     assert table.test_accuracy.max() >= 0.70
     assert (table.val_accuracy > 0.1).all() and (table.val_loss > 0).all()
     assert result.best_value == table[table.status == "ok"].val_loss.min()

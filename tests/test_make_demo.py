@@ -37,7 +37,7 @@ def test_make_demo_succeeds_and_prints_the_summary(demo_run):
     log = proc.stdout
     assert "2 trials of up to 1 epochs on 2000 images" in log
     assert "2/2 trials" in log  # the dashboard's progress, mirrored live on the terminal
-    assert re.search(r"best parameters: learning_rate=[\d.e-]+, batch_size=\d+, structure='(small|medium|large)'", log)
+    assert re.search(r"best parameters: learning_rate=[\d.e-]+, filters=(16|32), dropout=[\d.]+", log)
     assert re.search(r"best trial: val_loss=[\d.]+, test accuracy=0\.\d+", log)
     assert f"HTML report with the plots: {out / 'fashion_mnist.html'}" in log
 
