@@ -3,7 +3,7 @@
 Settings come from the environment (the notebook itself is never edited):
 
     NBTUNE_DEMO_SMALL=1     a tiny run (2 trials, 1 epoch, 2,000 images), for CI and a quick look
-    NBTUNE_DEMO_EVALS=N     trials in the search           (default 10)
+    NBTUNE_DEMO_EVALS=N     trials in the search           (default 12)
     NBTUNE_DEMO_EPOCHS=N    most epochs per trial          (default 9)
     NBTUNE_DEMO_TRAIN=N     training images per trial      (default 60000)
     NBTUNE_DEMO_OUTPUT=DIR  where the results go           (default demo_output/)
@@ -29,7 +29,7 @@ from nbformat import NotebookNode
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "demo_notebooks" / "02_fashion_mnist_spark.ipynb"
-DEFAULTS = {"max_evals": 10, "epochs": 9, "n_train": 60000}
+DEFAULTS = {"max_evals": 12, "epochs": 9, "n_train": 60000}
 SMALL = {"max_evals": 2, "epochs": 1, "n_train": 2000}
 _ENV = {"max_evals": "NBTUNE_DEMO_EVALS", "epochs": "NBTUNE_DEMO_EPOCHS", "n_train": "NBTUNE_DEMO_TRAIN"}
 # Dashboard parts mirrored on the terminal line (the widgets' CSS classes).
