@@ -20,8 +20,9 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from nbtune.spark._channel import WorkerInfo
 from nbtune.spark._session import cancel_tag, is_connect
 from nbtune.spark._worker import keep_warm_function, keep_warm_schema
 
@@ -169,11 +170,6 @@ def _tagged(spark: Any, tag: str) -> Iterator[None]:
         sc.removeJobTag(tag)
 
 
-class _Hello(Protocol):
-    host: str
-    pid: int
-
-
 class PreferWarm:
     """A pool's welcome for its workers: send back others while the last search's workers are still to come.
 
@@ -188,7 +184,7 @@ class PreferWarm:
         self._lock = threading.Lock()
         self.sent_back = 0
 
-    def __call__(self, worker: _Hello) -> bool:
+    def __call__(self, worker: WorkerInfo) -> bool:
         with self._lock:
             key = (worker.host, worker.pid)
             if key in self._awaited:
