@@ -1,11 +1,11 @@
 """Model hopper parallelism against the pool's task parallelism: the same Keras search, side by side.
 
 Fashion-MNIST, 8 configurations x 4 epochs on P=2 Spark slots by default. The task-parallel
-search (the warm pool: every worker holds all the training data) runs first, then the same
-search (same seed, same configurations) with `--hopper` (each worker holds 1/P of it and the
-models hop). Printed: data resident per worker (bytes sent to each worker before its first
+search (the warm pool: every worker holds all the training data) and the same search (same seed,
+same configurations) with `--hopper` (each worker holds 1/P of it and the models hop) run in
+pairs, `--repeats` times, alternating which goes first. Printed: data resident per worker (bytes sent to each worker before its first
 trial or hop), the best validation accuracy of each, the wall time ratio, and bytes moved per
-epoch (the hopper: model weights and optimizer state each sub-epoch).
+epoch (the hopper: model weights and optimizer state each sub-epoch), and the median wall ratio.
 
     NBTUNE_DATA_DIR=../shared/data/fashion-mnist .venv/bin/python benchmarks/bench_hopper.py
     .venv/bin/python benchmarks/bench_hopper.py --n-train 2000 --max-evals 2 --epochs 1   # a smoke run
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -153,7 +154,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--n-train", type=int, default=60000)
     parser.add_argument("--slots", type=int, default=2, help="P: Spark slots (local[P])")
-    parser.add_argument("--models", type=int, default=None, help="hopper: models training together (default: P)")
+    parser.add_argument("--models", type=int, default=None, help="hopper: models training together (default: 2P)")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of searches; the ratio is their median")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -172,17 +174,29 @@ def main() -> None:
     warm = argparse.Namespace(**{**vars(args), "max_evals": args.slots, "quiet": True})
     pool_search(data(min(args.n_train, 1000), 1), warm)  # both searches then find TensorFlow imported
     print(f"workers warmed up in {time.monotonic() - started:.0f} s")
-    pool, pool_figures = pool_search(namespace, args)
-    pool_best = describe("task parallelism (nbtune pool)", pool, pool_figures)
-    hopper, hopper_figures = hopper_search(namespace, args)
-    hopper_best = describe("model hopper (--hopper)", hopper, hopper_figures)
+    ratios: list[float] = []
+    gaps: list[float] = []
+    for repeat in range(args.repeats):  # alternate which goes first: the machine's speed drifts
+        runs = {}
+        for side in ("pool", "hopper") if repeat % 2 == 0 else ("hopper", "pool"):
+            runs[side] = (pool_search if side == "pool" else hopper_search)(namespace, args)
+        (pool, pool_figures), (hopper, hopper_figures) = runs["pool"], runs["hopper"]
+        print(f"\n---- repeat {repeat + 1} of {args.repeats}")
+        pool_best = describe("task parallelism (nbtune pool)", pool, pool_figures)
+        hopper_best = describe("model hopper (--hopper)", hopper, hopper_figures)
+        ratios.append(hopper.wall_time / pool.wall_time)
+        gaps.append(pool_best - hopper_best)
+        print(f"wall time, hopper / pool: {ratios[-1]:.2f}; best val_accuracy gap: {gaps[-1]:+.4f}")
     print(
         f"\ntraining data resident per worker, hopper / pool: "
         f"{hopper_figures['training'] / pool_figures['training']:.3f} (1/P = {1 / args.slots:.3f}); all resident "
         f"data: {hopper_figures['resident'] / pool_figures['resident']:.2f} (validation data goes to every worker)"
     )
-    print(f"best val_accuracy gap (pool - hopper): {pool_best - hopper_best:+.4f} (target <= 0.005)")
-    print(f"wall time, hopper / pool: {hopper.wall_time / pool.wall_time:.2f} (target <= 1.15)")
+    print(f"best val_accuracy gap (pool - hopper), median: {statistics.median(gaps):+.4f} (target <= 0.005)")
+    print(
+        f"wall time, hopper / pool, median of {len(ratios)}: {statistics.median(ratios):.2f} (target <= 1.15); "
+        f"each: {', '.join(f'{r:.2f}' for r in ratios)}"
+    )
     print(f"total {time.monotonic() - started:.0f} s; load average after: {os.getloadavg()[0]:.1f}")
 
 

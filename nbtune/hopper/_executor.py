@@ -24,6 +24,8 @@ from nbtune.search._executor import ExecutorError
 from nbtune.trial._payload import pack
 from nbtune.trial._records import ReportFn, TrialOutcome, TrialRequest
 
+MODELS_PER_WORKER = 2  # models training together per worker when --parallelism does not say
+
 
 @dataclass
 class _Training:
@@ -42,7 +44,11 @@ class _Training:
 
 
 class HopperExecutor:
-    """Models x partitions on the warm pool: `slots` models train together over `workers` partitions."""
+    """Models x partitions on the warm pool: `slots` models train together over `workers` partitions.
+
+    By default twice as many models as workers train together: with only as many, a worker whose
+    model finished its sub-epoch early waits for the slower one to free the next partition.
+    """
 
     name = "hopper"
 
@@ -60,7 +66,7 @@ class HopperExecutor:
         from nbtune.spark._pool import SparkPoolExecutor
 
         self.workers = len(partitions)
-        self.slots = models or self.workers
+        self.slots = models or MODELS_PER_WORKER * self.workers
         self.schedule = HopSchedule(self.workers)
         self._report, self._metric, self._mode = report, metric, mode
         payload = pack(runner)
