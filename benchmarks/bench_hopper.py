@@ -3,12 +3,17 @@
 Fashion-MNIST, 8 configurations x 4 epochs on P=2 Spark slots by default. The task-parallel
 search (the warm pool: every worker holds all the training data) and the same search (same seed,
 same configurations) with `--hopper` (each worker holds 1/P of it and the models hop) run in
-pairs, `--repeats` times, alternating which goes first. Printed: data resident per worker (bytes sent to each worker before its first
-trial or hop), the best validation accuracy of each, the wall time ratio, and bytes moved per
-epoch (the hopper: model weights and optimizer state each sub-epoch), and the median wall ratio.
+pairs, `--repeats` times, alternating which goes first. Printed: data resident per worker (bytes
+sent to each worker before its first trial or hop), the best validation accuracy of each, the wall
+time ratio, bytes moved per epoch (the hopper: model weights and optimizer state each sub-epoch),
+and the median wall ratio.
 
     NBTUNE_DATA_DIR=../shared/data/fashion-mnist .venv/bin/python benchmarks/bench_hopper.py
     .venv/bin/python benchmarks/bench_hopper.py --n-train 2000 --max-evals 2 --epochs 1   # a smoke run
+
+`--memory-cap 5g --enlarge 8` runs instead the case task parallelism cannot do: Spark caps each
+Python worker's memory (`spark.executor.pyspark.memory`, an address-space limit), the training
+set is Fashion-MNIST repeated 8 times (1.5 GB), and the same small search runs on both sides.
 """
 
 from __future__ import annotations
@@ -53,6 +58,50 @@ def data(n_train: int, epochs: int) -> dict[str, Any]:
         "y_val": yt.astype("int32"),
         "EPOCHS": epochs,
     }
+
+
+def enlarged(namespace: dict[str, Any], times: int) -> dict[str, Any]:
+    """The training arrays repeated `times` times (a training set larger than a worker may hold)."""
+    import numpy as np
+
+    return {
+        **namespace,
+        "x_train": np.concatenate([namespace["x_train"]] * times),
+        "y_train": np.concatenate([namespace["y_train"]] * times),
+    }
+
+
+def memory_cap(args: argparse.Namespace) -> None:
+    """Both searches under a per-worker memory cap with an enlarged training set: which one completes."""
+    from pyspark.sql import SparkSession
+
+    SparkSession.builder.master(f"local[{args.slots}]").config("spark.driver.host", "127.0.0.1").config(
+        "spark.driver.bindAddress", "127.0.0.1"
+    ).config("spark.ui.enabled", "false").config("spark.executor.pyspark.memory", args.memory_cap).getOrCreate()
+    namespace = enlarged(data(args.n_train, args.epochs), args.enlarge)
+    size = namespace["x_train"].nbytes + namespace["y_train"].nbytes
+    print(
+        f"memory cap per Python worker: {args.memory_cap} (spark.executor.pyspark.memory); training set "
+        f"{len(namespace['x_train'])} rows, {size / 1e9:.2f} GB; {args.max_evals} configurations x {args.epochs} "
+        f"epochs, P={args.slots}; load average before: {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for name, search in (("task parallelism (nbtune pool)", pool_search), ("model hopper (--hopper)", hopper_search)):
+        started = time.monotonic()
+        try:
+            result, figures = search(namespace, args)
+        except Exception as exc:  # the search's own error: what a user would see
+            print(f"\n== {name}: failed after {time.monotonic() - started:.0f} s: {str(exc).splitlines()[0]}")
+            continue
+        table = result.to_pandas()
+        counts = ", ".join(f"{n} {status}" for status, n in table.status.value_counts().items())
+        print(
+            f"\n== {name}: {counts} in {result.wall_time:.0f} s; training data per worker "
+            f"{figures['training'] / 1e9:.2f} GB; best val_accuracy {table.val_accuracy.max():.4f}"
+        )
+        errors = table.error.dropna().unique() if "error" in table else []
+        for error in errors[:2]:
+            print(f"   error: {error}")
 
 
 def options(args: argparse.Namespace, hopper: bool) -> Any:
@@ -156,12 +205,17 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=2, help="P: Spark slots (local[P])")
     parser.add_argument("--models", type=int, default=None, help="hopper: models training together (default: 2P)")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of searches; the ratio is their median")
+    parser.add_argument("--memory-cap", default=None, help="e.g. 5g: the capped case instead (see above)")
+    parser.add_argument("--enlarge", type=int, default=8, help="with --memory-cap: the training set repeated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ["NBTUNE_SPARK_MASTER"] = f"local[{args.slots}]"
     os.chdir(tempfile.mkdtemp(prefix="bench_hopper_"))
+    if args.memory_cap:
+        memory_cap(args)
+        return
     from nbtune.spark._session import start_local_session
 
     start_local_session()
