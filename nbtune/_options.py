@@ -38,6 +38,7 @@ class TuneOptions:
     metric: str = _option("loss", "Variable the cell assigns and the search optimises", logged=True)
     mode: Mode = _option("min", "Minimise or maximise the metric", logged=True)
     seed: int | None = _option(None, "Seed for reproducible searches", logged=True)
+    start_from_cell: bool = _option(False, "The first trial runs the values the cell assigns", logged=True)
     timeout: float | None = _option(None, "Seconds for a whole search", logged=True)
     trial_timeout: float | None = _option(None, "Seconds for one trial", logged=True)
     max_failures: int | None = _option(None, "Stop after this many failed trials", logged=True)
@@ -139,6 +140,8 @@ class TuneOptions:
         if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, (int, float)) or self.keep_warm < 0:
             raise TuneUsageError(f"--keep-warm must be minutes (0 turns it off), got {self.keep_warm!r}")
         _check_groups(self)
+        if self.start_from_cell and self.algo == "grid":
+            raise TuneUsageError("--start-from-cell is not for --algo grid, which runs every point anyway")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise TuneUsageError(f"--seed must be a non-negative integer, got {self.seed!r}")
 

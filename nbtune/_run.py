@@ -38,6 +38,8 @@ def run_search(
 
         return run_groups(spec, options, namespace, listeners=listeners, info=info)
     space = search_space(spec.params, options.space, namespace)
+    if options.start_from_cell:
+        space.cell_point()  # its UsageError before any Spark job
     objective = build_objective(spec, namespace, options, space.names)
     options, resumed = tracking_setup(options, namespace, spec.source, space)  # experiment default, --resume
     everyone = [*listeners_for(options, show), *listeners]

@@ -67,6 +67,27 @@ class Param:
             return float(value)
         return value
 
+    def cell_value(self) -> Any:
+        """The value the cell assigns, in hyperopt's units (a choice's index), or a UsageError if it cannot be one."""
+        value, where = self.default, f"--start-from-cell: {self.name} = {self.default!r}"
+        if value is None:  # not a literal (an expression), or nothing assigned
+            raise TuneUsageError(f"--start-from-cell: the cell must assign {self.name} a literal value", self.line)
+        if self.dist == "choice":
+            for index, option in enumerate(self.args):
+                if type(option) is type(value) and option == value:
+                    return index
+            raise TuneUsageError(f"{where} is not one of its choices ({', '.join(map(repr, self.args))})", self.line)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TuneUsageError(f"{where}: the cell must assign a number to start from", self.line)
+        if self.dist in ("uniform", "loguniform", "quniform", "qloguniform", "randint"):
+            lo, hi = self.args[0], self.args[1]
+            inside = lo <= value < hi if self.dist == "randint" else lo <= value <= hi
+            if not inside:
+                raise TuneUsageError(f"{where} is outside {self.describe().split(': ', 1)[1]}", self.line)
+        if self.dist == "lognormal" and value <= 0:
+            raise TuneUsageError(f"{where}: a lognormal value must be positive", self.line)
+        return value
+
     def describe(self) -> str:
         """Say in words how the annotation was read, e.g. for tooltips and reprs."""
         if self.dist == "choice":
@@ -110,6 +131,12 @@ class SearchSpace:
         if self.custom is not None:
             return dict(evaluated)
         return {p.name: p.convert(evaluated[p.name]) for p in self.params}
+
+    def cell_point(self) -> dict[str, Any]:
+        """The values the cell assigns, in hyperopt's units: `--start-from-cell`'s first trial."""
+        if self.custom is not None:
+            raise TuneUsageError("--start-from-cell needs '# tune:' annotations, not --space")
+        return {p.name: p.cell_value() for p in self.params}
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of the parameters' values, in hyperopt's units (choice indices), for `--algo grid`."""

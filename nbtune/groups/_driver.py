@@ -42,6 +42,8 @@ def run_groups(
 
     check_cell(spec, options, namespace)
     space = search_space(spec.params, options.space, namespace)
+    if options.start_from_cell:
+        space.cell_point()  # its UsageError before any Spark job
     others = {k: v for k, v in namespace.items() if k != options.data}  # the rows travel per group, not captured
     # --log-model: each group's best model, exported once by its task, not every trial's
     objective = replace(build_objective(spec, others, options, space.names), keep_mlflow=False, log_model=False)
@@ -201,6 +203,7 @@ class GroupSearch:
             early_stop=opts.early_stop,
             trial_timeout=opts.trial_timeout,
             log_model=opts.log_model != "none",
+            first=self.space.cell_point() if opts.start_from_cell else None,
             seeds={gid: group_seed(opts.seed, key) for gid, key in enumerate(layout.keys)},
             address=channel.address,
             secret=channel.secret,

@@ -53,6 +53,7 @@ class GroupTask:
     early_stop: int | None
     trial_timeout: float | None
     log_model: bool = False  # keep the best trial's `model` and send it, saved with its MLflow flavour
+    first: dict[str, Any] | None = None  # --start-from-cell: every group's first trial, in hyperopt's units
     seeds: dict[int, int | None] = field(default_factory=dict)  # group id -> its seed (from its keys)
     address: tuple[str, int] | None = None  # the driver's GroupChannel
     secret: bytes = field(default=b"", repr=False)
@@ -92,7 +93,7 @@ def search_group(task: GroupTask, rows: Any, seed: int | None) -> tuple[list[Tri
     values = {f.name: getattr(task.objective, f.name) for f in fields(Objective) if f.init}
     values["captured"] = {**task.objective.captured, task.data: rows}
     objective: Objective = _KeepsBestModel(**values) if task.log_model else Objective(**values)
-    history = History(Trials(), task.space, task.algo, seed, max_evals=task.max_evals)  # type: ignore[arg-type]
+    history = History(Trials(), task.space, task.algo, seed, max_evals=task.max_evals, first=task.first)  # type: ignore[arg-type]
     records: list[TrialRecord] = []
     failures, best, since_best = 0, None, 0
     sign = 1.0 if objective.mode == "min" else -1.0

@@ -136,6 +136,7 @@ class Request:
     booked: int  # grid: points booked before this one
     active: dict[str, int]  # anneal: finished documents using each parameter
     visible: int = 0  # documents the whole history would show the algorithm (finished and pending)
+    point: Mapping[str, Any] | None = None  # given values instead of the algorithm's (--start-from-cell)
 
 
 class _Window:
@@ -258,6 +259,7 @@ class History:
         seed: int | None,
         window: Window | None = None,
         max_evals: int | None = None,  # the search's budget, which sets TPE's random start-up
+        first: Mapping[str, Any] | None = None,  # a fresh search's first trial, in hyperopt's units
     ) -> None:
         self.trials = trials
         self.algo = algo
@@ -274,6 +276,7 @@ class History:
         trials.refresh()  # once, for a resumed search's documents; after this, kept up to date here
         self._docs: dict[int, dict[str, Any]] = {d["tid"]: d for d in trials._dynamic_trials}
         self._booked = len(self._docs)  # grid points booked, failed ones too: each point runs once
+        self._first = first if not self._docs else None  # a resumed search started from it already
         for doc in trials.trials:
             self._learn(doc)
 
@@ -290,7 +293,9 @@ class History:
             booked=self._booked,
             active=dict(self._active) if self.algo == "anneal" else {},
             visible=self._done + len(self._pending),
+            point=self._first,
         )
+        self._first = None
         self._pending[tid] = _Pending(tid)
         self._booked += 1
         return req
@@ -298,7 +303,9 @@ class History:
     def compute(self, req: Request) -> Proposal:
         """Run the algorithm for a request (any one thread, in request order); reads no live state."""
         pending = [p.doc for p in req.pending if p.doc is not None]
-        if self.algo == "grid":
+        if req.point is not None:
+            docs = self._given(req.tid, req.point)
+        elif self.algo == "grid":
             view = _View(_Booked(req.booked), self.trials)  # type: ignore[arg-type]
             docs = self._algo([req.tid], self._domain, view, req.seed)
         elif self.algo == "anneal":
@@ -322,6 +329,13 @@ class History:
             holder.doc = {"tid": req.tid, "spec": None, "misc": doc["misc"], "result": {"loss": LIAR_LOSS}}
         vals = plain_vals(doc["misc"]["vals"])
         return Proposal(req.tid, doc, vals, self._values(vals))
+
+    def _given(self, tid: int, point: Mapping[str, Any]) -> list[Any]:
+        """A document for values chosen outside the algorithm, as hyperopt's own would be."""
+        misc = {"tid": tid, "cmd": self._domain.cmd, "workdir": self._domain.workdir}
+        misc["idxs"] = {name: [tid] for name in point}
+        misc["vals"] = {name: [value] for name, value in point.items()}
+        return list(self.trials.new_trial_docs([tid], [None], [self._domain.new_result()], [misc]))
 
     def book(self, proposal: Proposal) -> None:
         """Add a computed suggestion to `Trials` as a running trial (the search's thread)."""

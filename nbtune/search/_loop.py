@@ -74,7 +74,10 @@ class Search:
         self.result.backend, self.result.parallelism = executor.name, executor.slots
         self.result.max_evals = options.max_evals
         self._running: dict[int, _Running] = {}
-        self._history = History(self.result.trials, space, options.algo, options.seed, max_evals=options.max_evals)
+        first = space.cell_point() if options.start_from_cell else None
+        self._history = History(
+            self.result.trials, space, options.algo, options.seed, max_evals=options.max_evals, first=first
+        )
         # The executor's trials report here (ReportHub.report); a local trial reports on this very thread.
         self.reports = reports or ReportHub(options)
         self.reports.on_own_thread = self._live

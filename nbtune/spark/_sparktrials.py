@@ -78,6 +78,7 @@ class SparkTrialsSearch:
                     trials=trials,
                     timeout=opts.timeout,
                     rstate=np.random.default_rng(opts.seed),
+                    points_to_evaluate=[self.space.cell_point()] if opts.start_from_cell else None,
                     show_progressbar=False,
                 )
             except BaseException as exc:  # reported on the notebook thread
