@@ -77,6 +77,16 @@ def test_pandas_data_several_keys_and_a_seed_give_the_same_search_twice(local_sp
     assert len({tuple(p.values()) for p in first.best_params.values()}) > 1  # not one stream for all groups
 
 
+@pytest.mark.spark
+def test_with_start_from_cell_every_groups_search_starts_from_the_cells_values(local_spark):
+    data, _ = planted(3, rows=10)
+    result = by_store(local_spark, FIT, {"sales": local_spark.createDataFrame(data)}, max_evals=3, start_from_cell=True)
+    trials = result.to_pandas()
+    firsts = trials[trials["trial"] == 0]
+    assert len(firsts) == 3 and (firsts["w"] == 1.0).all()
+    assert (trials[trials["trial"] > 0]["w"] != 1.0).all()
+
+
 class CancelAfterGroups(Listener):
     """Press Cancel once n groups have finished (checked as the search polls)."""
 

@@ -238,6 +238,14 @@ def test_sparktrials_backend_runs_hyperopts_sparktrials_with_the_same_result_sha
     assert list(result.to_pandas().columns)[:4] == ["trial", "status", "loss", "duration"]
 
 
+def test_sparktrials_starts_from_the_cells_values_with_start_from_cell(local_spark):
+    cell = "x = 0.25  # tune: uniform(0, 1)\nk = 2  # tune: choice(1, 2)\nloss = x * k\n"
+    ns = {"spark": local_spark}
+    result = nbtune.tune(cell, ns, backend="sparktrials", max_evals=3, start_from_cell=True, quiet=True, mlflow=False)
+    first, *rest = result.records
+    assert first.params == {"x": 0.25, "k": 2} and all(r.params["x"] != 0.25 for r in rest)
+
+
 def test_a_grid_search_on_sparktrials_runs_every_point_once(local_spark):
     cell = "k = 1  # tune: choice(1, 2, 3)\nm = 0  # tune: randint(0, 2)\nloss = k + m\n"
     result = nbtune.tune(cell, {"spark": local_spark}, backend="sparktrials", algo="grid", quiet=True, mlflow=False)
