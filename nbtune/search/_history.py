@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from hyperopt import Trials, anneal, base, rand, tpe
+from hyperopt.fmin import generate_trial
 from hyperopt.utils import coarse_utcnow
 
 from nbtune._options import Algo, Mode
@@ -412,6 +413,15 @@ def restore(
         doc["book_time"], doc["refresh_time"] = booked, refreshed
         docs.append(doc)
     trials.insert_trial_docs(docs)
+    trials.refresh()
+
+
+def queue_given(trials: Trials, point: Mapping[str, Any]) -> None:
+    """Queue a trial of given values (hyperopt's units) before `fmin`, which runs queued trials first.
+
+    `fmin` ignores `points_to_evaluate` when it is given its trials, as SparkTrials is.
+    """
+    trials.insert_trial_docs([generate_trial(trials.new_trial_ids(1)[0], dict(point))])
     trials.refresh()
 
 

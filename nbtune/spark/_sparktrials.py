@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, fmin
-from hyperopt.fmin import generate_trial
 from hyperopt.spark import SparkTrials
 
 from nbtune._events import Listener, Listeners, SearchInfo
@@ -63,9 +62,8 @@ class SparkTrialsSearch:
         """Run fmin on a thread; the notebook thread streams events and handles stops."""
         opts, result = self.options, self.result
         trials = SparkTrials(parallelism=self.slots, spark_session=self.spark)
-        if opts.start_from_cell:  # queued before fmin, which ignores points_to_evaluate when given trials
-            trials.insert_trial_docs([generate_trial(trials.new_trial_ids(1)[0], self.space.cell_point())])
-            trials.refresh()
+        if opts.start_from_cell:
+            history.queue_given(trials, self.space.cell_point())
         result.trials = trials
         policy = StopPolicy(opts, result, self.slots, self.info.cancel_event, None)
         group = f"nbtune-sparktrials-{uuid.uuid4().hex[:8]}"
