@@ -11,6 +11,10 @@ and the median wall ratio.
     NBTUNE_DATA_DIR=../shared/data/fashion-mnist .venv/bin/python benchmarks/bench_hopper.py
     .venv/bin/python benchmarks/bench_hopper.py --n-train 2000 --max-evals 2 --epochs 1   # a smoke run
 
+`--frame` gives the hopper the training set as a Spark DataFrame read from Parquet (written once,
+with pyarrow) instead of notebook arrays: each slot's task reads its own rows, and none passes
+through the driver.
+
 `--memory-cap 5g --enlarge 8` runs instead the case task parallelism cannot do: Spark caps each
 Python worker's memory (`spark.executor.pyspark.memory`, an address-space limit), the training
 set is Fashion-MNIST repeated 8 times (1.5 GB), and the same small search runs on both sides.
@@ -71,6 +75,27 @@ def enlarged(namespace: dict[str, Any], times: int) -> dict[str, Any]:
     }
 
 
+def as_frame(namespace: dict[str, Any], folder: str) -> dict[str, Any]:
+    """The training arrays written to Parquet (no Spark: the driver's JVM never holds them) and read as `df`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql import SparkSession
+
+    x, y = namespace["x_train"], namespace["y_train"]
+    path = os.path.join(folder, "train.parquet")
+    schema = pa.schema([("pixels", pa.list_(pa.float32())), ("label", pa.int32())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, len(x), 20000):
+            chunk = x[start : start + 20000]
+            offsets = pa.array(np.arange(0, chunk.size + 1, chunk.shape[1], dtype=np.int32))
+            pixels = pa.ListArray.from_arrays(offsets, pa.array(chunk.reshape(-1)))
+            writer.write_table(pa.table({"pixels": pixels, "label": pa.array(y[start : start + 20000])}, schema))
+    frame = {k: v for k, v in namespace.items() if k not in ("x_train", "y_train")}
+    spark = SparkSession.getActiveSession()
+    return {**frame, "df": spark.read.parquet(path), "x_train": x, "y_train": y}  # arrays kept for the pool
+
+
 def memory_cap(args: argparse.Namespace) -> None:
     """Both searches under a per-worker memory cap with an enlarged training set: which one completes."""
     from pyspark.sql import SparkSession
@@ -86,6 +111,8 @@ def memory_cap(args: argparse.Namespace) -> None:
         f"epochs, P={args.slots}; load average before: {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    if args.frame:
+        namespace = as_frame(namespace, os.getcwd())
     for name, search in (("task parallelism (nbtune pool)", pool_search), ("model hopper (--hopper)", hopper_search)):
         started = time.monotonic()
         try:
@@ -119,7 +146,8 @@ def options(args: argparse.Namespace, hopper: bool) -> Any:
         algo="random",  # the same configurations in both searches, whatever order they finish in
     )
     if hopper:
-        return TuneOptions(**common, hopper=True, data="x_train,y_train", parallelism=args.models)
+        data = "df" if args.frame else "x_train,y_train"
+        return TuneOptions(**common, hopper=True, data=data, parallelism=args.models)
     return TuneOptions(**common, parallelism=args.slots)
 
 
@@ -151,7 +179,11 @@ def hopper_search(namespace: dict[str, Any], args: argparse.Namespace) -> tuple[
     from nbtune.search._reports import ReportHub
 
     opts = options(args, hopper=True)
-    spec = parse_cell(CELL)
+    if args.frame:  # the cell trains on the DataFrame's columns; the arrays are not in the notebook
+        spec = parse_cell(CELL.replace("model.fit(x_train, y_train", 'model.fit(df["pixels"], df["label"]'))
+        namespace = {k: v for k, v in namespace.items() if k not in ("x_train", "y_train")}
+    else:
+        spec = parse_cell(CELL)
     space = search_space(spec.params, None, namespace)
     objective = build_objective(spec, namespace, opts, space.names)
     search = build(objective, space, opts, namespace, [], None, None, ReportHub(opts))
@@ -159,12 +191,13 @@ def hopper_search(namespace: dict[str, Any], args: argparse.Namespace) -> tuple[
     payload = executor.payload_bytes
     result = search.run()
     traffic = executor.traffic
-    partitions = traffic.partition_bytes
+    # With --frame nothing of the training set goes over the channel: count the rows each task holds.
+    partitions = traffic.partition_bytes or {k: n * (784 * 4 + 4) for k, n in traffic.partition_rows.items()}
     epochs = sum(max((s for s, _ in r.curve), default=0) for r in result.records)
     figures = {
         "resident": payload + max(partitions.values()),
         "training": max(partitions.values()),
-        "sent": payload * len(partitions) + sum(partitions.values()),
+        "sent": payload * len(partitions) + sum(traffic.partition_bytes.values()),
         "hop_bytes": traffic.hop_bytes_sent + traffic.hop_bytes_received,
         "hops": traffic.hops,
         "epochs": epochs,
@@ -207,6 +240,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs of searches; the ratio is their median")
     parser.add_argument("--memory-cap", default=None, help="e.g. 5g: the capped case instead (see above)")
     parser.add_argument("--enlarge", type=int, default=8, help="with --memory-cap: the training set repeated")
+    parser.add_argument("--frame", action="store_true", help="the hopper reads a Spark DataFrame (see above)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -220,6 +254,8 @@ def main() -> None:
 
     start_local_session()
     namespace = data(args.n_train, args.epochs)
+    if args.frame:
+        namespace = as_frame(namespace, os.getcwd())
     print(
         f"Fashion-MNIST: {args.max_evals} configurations x {args.epochs} epochs on {args.n_train} images, "
         f"P={args.slots}, {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.1f}"

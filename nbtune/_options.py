@@ -64,7 +64,8 @@ class TuneOptions:
     by: tuple[str, ...] = _option((), "Key column(s) of --data: one search per group", config=False, logged=True)
     data: str | None = _option(
         None,
-        "A notebook DataFrame; the cell sees one group's rows under this name (with --hopper: arrays, comma-separated)",
+        "A notebook DataFrame; the cell sees one group's rows under this name "
+        "(with --hopper: arrays, comma-separated, or one Spark DataFrame)",
         config=False,
     )
     hopper: bool = _option(

@@ -419,13 +419,17 @@ def test_hopping_reaches_the_accuracy_of_ordinary_training(local_spark, monkeypa
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_a_killed_worker_gets_its_partition_again_and_no_finished_epoch_is_lost(local_spark):
+@pytest.mark.parametrize("data", ["arrays", "dataframe"])
+def test_a_killed_worker_gets_its_partition_again_and_no_finished_epoch_is_lost(local_spark, data):
     import signal
     import threading
     import time
 
-    namespace = {**synthetic(), "EPOCHS": 3}
-    search = hopper_search(CELL, namespace, hopper_options(max_evals=2, seed=5))
+    if data == "arrays":  # the driver sends slot 1's partition again
+        search = hopper_search(CELL, {**synthetic(), "EPOCHS": 3}, hopper_options(max_evals=2, seed=5))
+    else:  # slot 1's relaunched task reads the same rows again
+        namespace = {"df": synthetic_frame(local_spark), "EPOCHS": 3}
+        search = hopper_search(FRAME_CELL, namespace, hopper_options(data="df", max_evals=2, seed=5))
     executor: Any = search.executor
     killed: list[int] = []
 
@@ -450,6 +454,9 @@ def test_a_killed_worker_gets_its_partition_again_and_no_finished_epoch_is_lost(
     assert [(v.worker, v.epoch) for v in lost] == [(1, 1)]
     check_visits(visits, 2, {r.tid: 3 for r in result.records})  # the lost hop ran again; nothing else did
     assert executor.traffic.partitions_sent == 3  # the relaunched worker received partition 1 again
+    if data == "dataframe":
+        plan: Any = make_plan(search.objective.body, search.options, {"df": namespace["df"]}, 2)
+        assert executor.traffic.partition_rows == dict(enumerate(plan.slot_rows))
     for record in result.records:
         assert [step for step, _ in record.curve] == [1, 2, 3]
 
@@ -506,3 +513,113 @@ def test_early_stopping_in_the_fit_call_ends_a_model_at_an_epoch_boundary(local_
     assert [step for step, _ in record.curve] == [1, 2]
     assert record.log_metrics["epochs_run"] == 2  # the cell's History holds the epochs that ran
     assert len(search.executor.schedule.visits) == 4  # type: ignore[attr-defined]
+
+
+# -- a Spark DataFrame as --data: each slot's task reads its own rows -----------------------------------
+
+FRAME_CELL = CELL.replace("model.fit(x_train, y_train", 'model.fit(df["features"], df["label"]')
+
+
+def synthetic_frame(spark: Any, rows: int = 2000, ragged: bool = False) -> Any:
+    """synthetic() as a Spark DataFrame: features array<float>, label int."""
+    import pandas as pd
+
+    data = synthetic(rows)
+    features = list(data["x_train"])
+    if ragged:
+        features[7] = features[7][:5]
+    return spark.createDataFrame(pd.DataFrame({"features": features, "label": data["y_train"]}))
+
+
+@pytest.mark.spark
+def test_a_spark_dataframe_as_data_stays_on_the_workers_and_never_passes_the_driver(local_spark):
+    df = synthetic_frame(local_spark)
+    options = hopper_options(data="df", max_evals=4, parallelism=3, seed=3)
+    search = hopper_search(FRAME_CELL, {"df": df, "EPOCHS": 2}, options)
+    result = search.run()
+    executor: Any = search.executor
+    assert [r.status for r in result.records] == ["ok"] * 4, [r.error for r in result.records]
+    check_visits(executor.schedule.visits, 2, dict.fromkeys((r.tid for r in result.records), 2))
+    # No row of the DataFrame went through the driver's channel; each worker stacked its own slot's rows.
+    traffic = executor.traffic
+    assert traffic.partition_bytes == {} and traffic.partitions_sent == 2
+    plan: Any = make_plan(search.objective.body, options, {"df": df}, 2)
+    assert traffic.partition_rows == dict(enumerate(plan.slot_rows))
+    held = len(plan.validation["label"])  # validation_split=0.2 holds out a fifth of the rows, by hash
+    assert sum(plan.slot_rows) + held == 2000 and 300 < held < 500
+    assert min(plan.slot_rows) > 0.4 * sum(plan.slot_rows)
+    for record in result.records:
+        assert [step for step, _ in record.curve] == [1, 2]
+        assert record.value == pytest.approx(record.curve[-1][1]["val_accuracy"])
+    assert result.best_value > 0.9
+
+
+@pytest.mark.spark
+def test_ml_vectors_train_as_arrays_and_validation_data_can_come_from_the_notebook(local_spark):
+    from pyspark.ml.feature import VectorAssembler
+
+    data = synthetic(2400)
+    names = [f"f{i}" for i in range(8)]
+    import pandas as pd
+
+    frame = pd.DataFrame(data["x_train"][:2000], columns=names).assign(label=data["y_train"][:2000])
+    df = VectorAssembler(inputCols=names, outputCol="features").transform(local_spark.createDataFrame(frame))
+    cell = FRAME_CELL.replace("validation_split=0.2", "validation_data=(x_val, y_val)")
+    namespace = {"df": df, "EPOCHS": 2, "x_val": data["x_train"][2000:], "y_val": data["y_train"][2000:]}
+    result = run_search(parse_cell(cell, 1), hopper_options(data="df", max_evals=2, seed=1), namespace)
+    assert [r.status for r in result.records] == ["ok"] * 2, [r.error for r in result.records]
+    assert result.best_value > 0.85
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize(
+    ("cell", "frame", "message"),
+    [
+        (CELL, None, r"--data df is a Spark DataFrame: train on its columns, e\.g\. model\.fit\(df\['features'\]"),
+        (FRAME_CELL.replace('df["label"]', "y_train"), None, r"model\.fit's y must be a column of --data df"),
+        (
+            FRAME_CELL.replace('"features"', '"pixels"'),
+            None,
+            "reads df\\['pixels'\\], which is not a column of --data df",
+        ),
+        (FRAME_CELL, "text", "column 'features' of --data df is string: the hopper trains on numbers, arrays"),
+        (FRAME_CELL, "tiny", "--data df has 1 training rows, fewer than the 2 Spark slots"),
+    ],
+)
+def test_a_dataframe_the_hopper_cannot_train_on(local_spark, cell, frame, message):
+    df = synthetic_frame(local_spark)
+    if frame == "text":
+        df = df.selectExpr("cast(features as string) as features", "label")
+    elif frame == "tiny":
+        df = df.limit(1)
+    with pytest.raises(TuneUsageError, match=message) as caught:
+        run_search(parse_cell(cell, 1), hopper_options(data="df"), {"df": df, "EPOCHS": 1, "y_train": np.zeros(3)})
+    assert "\n" not in str(caught.value)
+
+
+def test_a_column_of_arrays_named_in_data():
+    with pytest.raises(TuneUsageError, match=r"model\.fit reads df\['features'\]: with --data naming arrays"):
+        make_plan(parse_cell(FRAME_CELL).body, hopper_options(data="df"), {"df": np.zeros((10, 8))}, 2)
+
+
+@pytest.mark.spark
+def test_rows_that_do_not_stack_into_arrays_stop_the_search_with_one_line(local_spark):
+    df = synthetic_frame(local_spark, ragged=True)
+    with pytest.raises(SearchFailed, match="the rows of --data df do not load on the workers: ValueError: column"):
+        run_search(parse_cell(FRAME_CELL, 1), hopper_options(data="df", max_evals=2), {"df": df, "EPOCHS": 1})
+
+
+def test_arrow_columns_become_arrays_with_one_row_per_dataframe_row():
+    import pyarrow as pa
+
+    from nbtune.hopper._resident import to_arrays
+
+    images = pa.array([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]], [[0.0, 0.0], [0.0, 1.0]]])
+    batches = pa.table({"image": images, "label": pa.array([1, 0, 1], pa.int32())}).to_batches(max_chunksize=2)
+    arrays = to_arrays(batches, ["image", "label"])
+    assert arrays["image"].shape == (3, 2, 2) and arrays["image"][1, 1, 0] == 7.0
+    assert arrays["label"].tolist() == [1, 0, 1] and arrays["label"].dtype == np.int32
+    with pytest.raises(ValueError, match="column 'x' of --data has 1 missing values"):
+        to_arrays(pa.table({"x": pa.array([1.0, None])}).to_batches(), ["x"])
+    with pytest.raises(ValueError, match="no rows of --data reached this worker"):
+        to_arrays([], ["x"])

@@ -66,7 +66,8 @@ class HopperTraffic:
     """Bytes over the channel (for tests and the benchmark): partitions per slot, and the models' hops."""
 
     partition_bytes: dict[int, int] = field(default_factory=dict)  # slot -> bytes of partitions sent to it
-    partitions_sent: int = 0
+    partitions_sent: int = 0  # partitions the slots' workers took in (sent, or read from a DataFrame's rows)
+    partition_rows: dict[int, int] = field(default_factory=dict)  # slot -> rows its worker holds now
     hop_bytes_sent: int = 0  # driver -> workers: hop requests (weights and optimizer state)
     hop_bytes_received: int = 0  # workers -> driver: hop results
     hops: int = 0
@@ -80,14 +81,14 @@ class HopperCoordinator(Coordinator):
         self.inboxes: dict[int, queue.Queue[HopJob | FinishJob]] = {}
         self.events: queue.Queue[Event] = queue.Queue()
         self.traffic = HopperTraffic()
-        self._partitions: list[Packed] = []
+        self._partitions: list[Packed] | None = []
         self._started = threading.Event()
         self._count = threading.Lock()
 
-    def start(self, partitions: list[Packed]) -> None:
-        """The partitions, one per slot; workers that connected meanwhile wait for them."""
+    def start(self, slots: int, partitions: list[Packed] | None) -> None:
+        """The partitions, one per slot (None: each slot's task reads its rows itself); workers wait for this."""
         self._partitions = partitions
-        self.inboxes = {slot: queue.Queue() for slot in range(len(partitions))}
+        self.inboxes = {slot: queue.Queue() for slot in range(slots)}
         self._started.set()
 
     def _work(self, conn: Connection, info: WorkerInfo) -> None:
@@ -96,13 +97,22 @@ class HopperCoordinator(Coordinator):
                 return
         slot = info.slot
         try:
-            conn.send(("call", (1, "partition")))
-            sent = send(conn, self._partitions[slot])
-            receive(conn)  # the worker holds it (its row count)
+            if self._partitions is None:  # its Spark task holds the slot's rows: the worker stacks them now
+                conn.send(("call", (0, "resident")))
+                sent = 0
+            else:
+                conn.send(("call", (1, "partition")))
+                sent = send(conn, self._partitions[slot])
+            rows: int | str = receive(conn)  # the worker holds it, or why not
         except (EOFError, OSError, TypeError):
             return  # lost before its first hop: the slot is relaunched and asks again
+        if isinstance(rows, str):
+            self.errors.put(rows)
+            return
         with self._count:
-            self.traffic.partition_bytes[slot] = self.traffic.partition_bytes.get(slot, 0) + sent
+            if sent:
+                self.traffic.partition_bytes[slot] = self.traffic.partition_bytes.get(slot, 0) + sent
+            self.traffic.partition_rows[slot] = rows
             self.traffic.partitions_sent += 1
         inbox = self.inboxes[slot]
         while not self.closed:

@@ -12,6 +12,7 @@ import contextlib
 import queue
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -56,24 +57,35 @@ class HopperExecutor:
         self,
         spark: Any,
         runner: HopperRunner,
-        partitions: list[dict[str, Any]],
+        partitions: list[dict[str, Any]] | None,
         report: ReportFn | None,
         *,
         metric: str,
         mode: str,
         models: int | None = None,
+        slot_rows: tuple[int, Callable[[int], Any]] | None = None,
     ) -> None:
+        """Send `partitions` to the slots' workers; or let each slot's task keep its rows of a DataFrame.
+
+        `slot_rows` is (workers, slot -> the DataFrame of that slot's rows).
+        """
         from nbtune.spark._pool import SparkPoolExecutor
 
-        self.workers = len(partitions)
+        self.workers = len(partitions) if partitions is not None else cast(tuple[int, Any], slot_rows)[0]
         self.slots = models or MODELS_PER_WORKER * self.workers
         self.schedule = HopSchedule(self.workers)
         self._report, self._metric, self._mode = report, metric, mode
         payload = pack(runner)
         self.payload_bytes = payload.size  # what every worker receives once: the cell, its variables, validation rows
-        self._pool = SparkPoolExecutor(spark, payload, self.workers, coordinator=HopperCoordinator)
+        self._pool = SparkPoolExecutor(
+            spark,
+            payload,
+            self.workers,
+            coordinator=HopperCoordinator,
+            slot_rows=slot_rows[1] if slot_rows is not None else None,
+        )
         self._coordinator = cast(HopperCoordinator, self._pool.coordinator)
-        self._coordinator.start([pack(p) for p in partitions])
+        self._coordinator.start(self.workers, [pack(p) for p in partitions] if partitions is not None else None)
         self._waiting: deque[TrialRequest] = deque()
         self._training: dict[int, _Training] = {}
         self._finishing: dict[int, FinishJob] = {}  # worker -> the finish running on it

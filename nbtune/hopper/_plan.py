@@ -1,4 +1,4 @@
-"""Check `--hopper --data X,Y` against the cell and the notebook: one-line UsageErrors before any Spark job."""
+"""Check `--hopper --data X,Y` (or `--data DF`) against the cell and the notebook: one-line UsageErrors first."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 from nbtune._errors import TuneUsageError
 from nbtune._options import TuneOptions
+from nbtune.groups._plan import is_spark_frame
+from nbtune.hopper._frame import FramePlan, make_frame_plan
 
 HOPPER_BACKENDS = ("auto", "spark")
 
@@ -18,9 +20,11 @@ class FitCall:
     """What the cell's `model.fit(...)` says before it runs: its data arguments and validation split."""
 
     line: int
-    x: str | None  # the variable passed as x (None: not a plain name)
+    x: str | None  # the variable passed as x (None: not a plain name or a column of one)
     y: str | None
     validation_split: float
+    x_column: str | None = None  # x is `x[column]` (a column of a Spark DataFrame)
+    y_column: str | None = None
 
 
 @dataclass
@@ -53,7 +57,9 @@ def check_options(options: TuneOptions) -> None:
         )
     names = data_names(options)
     if not names:
-        raise TuneUsageError("--hopper needs --data X,Y: the notebook arrays model.fit trains on")
+        raise TuneUsageError(
+            "--hopper needs --data X,Y: the notebook arrays model.fit trains on (or one Spark DataFrame)"
+        )
     for name in names:
         if not name.isidentifier():
             raise TuneUsageError(f"--data must be variable names separated by commas, got {options.data!r}")
@@ -88,19 +94,38 @@ def find_fit(body: ast.Module, line_offset: int = 0) -> FitCall:
             raise TuneUsageError("--hopper needs validation_split as a number in the cell", line) from None
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
             raise TuneUsageError(f"validation_split must be a number in [0, 1), got {value!r}", line)
-    return FitCall(line, _name(x), _name(y), float(value))
+    (x_name, x_column), (y_name, y_column) = _name(x), _name(y)
+    return FitCall(line, x_name, y_name, float(value), x_column, y_column)
 
 
-def _name(node: ast.expr | None) -> str | None:
-    return node.id if isinstance(node, ast.Name) else None
+def _name(node: ast.expr | None) -> tuple[str | None, str | None]:
+    """`name` -> (name, None); `name["column"]` -> (name, column); anything else -> (None, None)."""
+    if isinstance(node, ast.Name):
+        return node.id, None
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and isinstance(node.slice, ast.Constant)
+        and isinstance(node.slice.value, str)
+    ):
+        return node.value.id, node.slice.value
+    return None, None
 
 
 def make_plan(
     body: ast.Module, options: TuneOptions, namespace: Mapping[str, Any], workers: int, line_offset: int = 0
-) -> HopperPlan:
-    """Check --data against the cell's fit call and the notebook; the arrays to partition."""
+) -> HopperPlan | FramePlan:
+    """Check --data against the cell's fit call and the notebook: the arrays to partition, or the DataFrame's rows."""
     names = data_names(options)
     fit = find_fit(body, line_offset)
+    if len(names) == 1 and is_spark_frame(namespace.get(names[0])):
+        return make_frame_plan(names[0], namespace[names[0]], fit, workers, options.seed)
+    if fit.x_column is not None:
+        raise TuneUsageError(
+            f"model.fit reads {fit.x}[{fit.x_column!r}]: with --data naming arrays, pass them whole "
+            "(or name one Spark DataFrame in --data)",
+            fit.line,
+        )
     for role, given in (("x", fit.x), ("y", fit.y)):
         if given is not None and given not in names:
             raise TuneUsageError(f"model.fit trains on '{given}' ({role}), which --data does not name", fit.line)
@@ -112,7 +137,9 @@ def make_plan(
             raise TuneUsageError(f"--data {name}: no such variable in the notebook")
         value = namespace[name]
         if not _is_array(value):
-            raise TuneUsageError(f"--data {name} must be an array (numpy-like), got {type(value).__name__}")
+            raise TuneUsageError(
+                f"--data {name} must be an array (numpy-like) or one Spark DataFrame, got {type(value).__name__}"
+            )
         arrays[name] = value
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:

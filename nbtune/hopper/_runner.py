@@ -12,10 +12,12 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from nbtune.hopper._fit import FitReached, catch_fit, handled, history, stop_rule
 from nbtune.hopper._messages import FinishRequest, FitSpec, HopRequest, HopResult, ModelState
+from nbtune.hopper._resident import to_arrays
+from nbtune.spark._worker import input_batches
 from nbtune.trial._mlflow_capture import CapturedRun
 from nbtune.trial._objective import Objective, _one_line
 from nbtune.trial._output import capture_output
@@ -41,9 +43,13 @@ class _Built:
 class HopperRunner:
     """Trains hops of many models on the one partition this worker holds for the whole search."""
 
-    def __init__(self, objective: Objective, validation: dict[str, Any] | None) -> None:
+    def __init__(
+        self, objective: Objective, validation: dict[str, Any] | None, frame: tuple[str, list[str]] | None = None
+    ) -> None:
         self.objective = objective  # without the --data arrays: each worker gets its partition instead
         self.validation = validation  # the rows validation_split holds out (sent to every worker)
+        # --data DF: (its name, the columns fit reads); the worker's Spark task holds the rows
+        self.frame = frame
         self._start_empty()
 
     def _start_empty(self) -> None:
@@ -53,19 +59,27 @@ class HopperRunner:
         self._models: dict[int, _Built] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"objective": self.objective, "validation": self.validation}
+        return {"objective": self.objective, "validation": self.validation, "frame": self.frame}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.objective, self.validation = state["objective"], state["validation"]
+        self.objective, self.validation, self.frame = state["objective"], state["validation"], state["frame"]
         self._start_empty()
 
     def call(self, header: Header, parts: list[tuple[bytes, list[Any]]]) -> Packed:
-        """Serve one message of the driver: keep the partition sent, or train a hop."""
+        """Serve one message of the driver: keep the partition sent (or read this task's rows), or train a hop."""
         kind = header[1]
-        if kind == "partition":
-            self._partition = load(parts[0])
-            captured = {**self.objective.captured, **self._partition}
-            self._local = dataclasses.replace(self.objective, captured=captured)
+        if kind in ("partition", "resident"):
+            if kind == "partition":
+                self._partition = load(parts[0])
+                bound = self._partition
+            else:
+                name, columns = cast(tuple[str, list[str]], self.frame)
+                try:
+                    self._partition = to_arrays(input_batches(), columns)
+                except Exception as exc:  # the driver stops the search with this line
+                    return pack(f"the rows of --data {name} do not load on the workers: {_one_line(exc)}")
+                bound = {name: self._partition}  # the cell reads name["column"]
+            self._local = dataclasses.replace(self.objective, captured={**self.objective.captured, **bound})
             self._models.clear()
             return pack(self.rows)
         request: HopRequest = load(parts[0])
@@ -131,7 +145,9 @@ class HopperRunner:
         x, y = call.get("x"), call.get("y")
         names = {id(a): n for n, a in self._partition.items()}
         if id(x) not in names or (y is not None and id(y) not in names):
-            raise TypeError("model.fit must take the --data arrays themselves (e.g. fit(x_train, y_train, ...))")
+            raise TypeError(
+                "model.fit must take the --data arrays themselves: fit(x_train, y_train, ...), or fit(df['x'], ...)"
+            )
         validation = call.get("validation_data")
         if validation is None and self.validation is not None:
             validation = tuple(self.validation[names[id(a)]] for a in (x, y) if a is not None)

@@ -12,7 +12,8 @@ from nbtune._events import Listener, SearchInfo
 from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
-from nbtune.hopper._plan import make_plan, partition
+from nbtune.groups._plan import is_spark_frame
+from nbtune.hopper._plan import HopperPlan, make_plan, partition
 from nbtune.hopper._runner import HopperRunner
 from nbtune.hopper._schedule import HopSchedule
 from nbtune.hopper._strip import Bar, bars
@@ -40,7 +41,8 @@ def hopper_search(
 
     if "get_ipython" in objective.captured:
         raise TuneUsageError("the cell uses IPython syntax (!cmd or %magic), which runs only in the notebook")
-    spark = active_session(namespace)
+    data: Any = namespace.get(options.data or "")
+    spark = data.sparkSession if is_spark_frame(data) else active_session(namespace)  # --data DF: its session
     if spark is None:
         try:
             spark = start_local_session()
@@ -49,18 +51,28 @@ def hopper_search(
     workers = default_parallelism(spark)
     plan = make_plan(objective.body, options, namespace, workers, objective.line_offset)
     # Every worker gets the cell and its variables, but of --data only its own partition.
-    captured = {name: value for name, value in objective.captured.items() if name not in plan.names}
+    names = plan.names if isinstance(plan, HopperPlan) else [plan.name]
+    captured = {name: value for name, value in objective.captured.items() if name not in names}
     check_picklable(captured)
-    runner = HopperRunner(dataclasses.replace(objective, captured=captured), plan.validation)
-    parts = partition(plan.train, workers, options.seed)
+    local = dataclasses.replace(objective, captured=captured)
+    report = hub.report if options.autoreport else None  # --no-autoreport: no per-epoch reports, as for Keras' fit
+    runner = HopperRunner(local, plan.validation)
+    parts: list[dict[str, Any]] | None = None
+    slot_rows = None
+    if isinstance(plan, HopperPlan):
+        parts = partition(plan.train, workers, options.seed)
+    else:  # a Spark DataFrame: each slot's task reads its own rows, which never pass through the driver
+        runner.frame = (plan.name, plan.columns)
+        slot_rows = (workers, plan.slot)
     executor = HopperExecutor(
         spark,
         runner,
         parts,
-        hub.report if options.autoreport else None,  # --no-autoreport: no per-epoch reports, as for Keras' fit
+        report,
         metric=options.metric,
         mode=options.mode,
         models=options.parallelism,
+        slot_rows=slot_rows,
     )
     search = Search(objective, space, options, executor, listeners, info, result, hub)
     search.info.placement = lambda: placement(executor.schedule, search)

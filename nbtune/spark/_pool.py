@@ -7,13 +7,14 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from nbtune.search._executor import ExecutorError
 from nbtune.spark._channel import Coordinator
 from nbtune.spark._keepwarm import PreferWarm, keeper_of
 from nbtune.spark._session import cancel_tag, coordinator_host, default_parallelism, job_tags
-from nbtune.spark._worker import task_function, task_schema
+from nbtune.spark._worker import input_task_function, task_function, task_schema
 from nbtune.trial._payload import Packed
 from nbtune.trial._records import ReportFn, TrialOutcome, TrialRequest
 
@@ -42,6 +43,7 @@ class SparkPoolExecutor:
         report: ReportFn | None = None,
         coordinator: type[Coordinator] = Coordinator,  # nbtune.Pool serves its tasks with a subclass
         keep_warm: float = KEEP_WARM_MINUTES,  # minutes the workers stay warm after this pool ends; 0: off
+        slot_rows: Callable[[int], Any] | None = None,  # slot -> the DataFrame its task runs over (the hopper's)
     ) -> None:
         self._spark = spark
         cores = default_parallelism(spark)
@@ -51,6 +53,7 @@ class SparkPoolExecutor:
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
         self._keep_warm = keep_warm
+        self._slot_rows = slot_rows
         self._warmth = keeper_of(spark)
         self._handed_back = threading.Lock()  # taken once, by whichever of cancel() and close() comes first
         self._warmth.search_started()
@@ -99,9 +102,15 @@ class SparkPoolExecutor:
     def _launch(self, slot: int) -> str | None:
         """Run one slot's Spark job until its worker leaves; what went wrong, if anything."""
         address = self._coordinator.address
-        fn = task_function(address, self._coordinator.secret, slot, self._threads_per_worker)
+        secret, threads = self._coordinator.secret, self._threads_per_worker
+        if self._slot_rows is None:  # one row that only says "start"
+            job = self._spark.range(1, numPartitions=1).mapInPandas(
+                task_function(address, secret, slot, threads), task_schema()
+            )
+        else:  # the slot's rows, which stay with its worker (relaunched, it reads them again)
+            job = self._slot_rows(slot).mapInArrow(input_task_function(address, secret, slot, threads), task_schema())
         with job_tags(self._spark, self.tag, f"{self.tag}-slot{slot}"):
-            rows = self._spark.range(1, numPartitions=1).mapInPandas(fn, task_schema()).collect()
+            rows = job.collect()
         unreachable = str(rows[0]["unreachable"]) if rows else ""
         if not unreachable:
             return None

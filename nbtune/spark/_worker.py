@@ -20,6 +20,7 @@ from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._report import Reporter
 
 _serving = False  # set while this process serves a pool: a Pool or joblib call in a task then runs serially
+_input: Iterator[Any] | None = None  # the Arrow batches of the rows this slot's task was given (see input_batches)
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -145,6 +146,46 @@ def task_function(address: tuple[str, int], secret: bytes, slot: int, threads: i
         yield pd.DataFrame({"slot": [slot], "trials": [ran], "unreachable": [unreachable]})
 
     return run
+
+
+def input_batches() -> Iterator[Any]:
+    """The Arrow record batches of the DataFrame rows this slot's task runs over (a hopper's resident partition)."""
+    if _input is None:
+        raise RuntimeError("this pool task was started without rows of a DataFrame")
+    return _input
+
+
+def input_task_function(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> Any:
+    """A pool task (through mapInArrow) over the rows of a DataFrame, which its payload reads with input_batches."""
+
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        ran, unreachable = serve_rows(batches, address, secret, slot, threads)
+        yield pa.RecordBatch.from_pydict(
+            {"slot": [slot], "trials": [ran], "unreachable": [unreachable]},
+            schema=pa.schema([("slot", pa.int64()), ("trials", pa.int64()), ("unreachable", pa.string())]),
+        )
+
+    return run
+
+
+def serve_rows(
+    batches: Iterator[Any], address: tuple[str, int], secret: bytes, slot: int, threads: int
+) -> tuple[int, str]:
+    """Serve with this task's rows at hand (a module function: the closure Spark runs has its own globals).
+
+    It connects first and reads the rows when the payload asks: a worker the coordinator sends back
+    (see `Coordinator.welcome`) then costs no read.
+    """
+    global _input
+    _input = batches
+    try:
+        return serve(address, secret, slot, threads)
+    finally:
+        _input = None
+        for _ in batches:  # drained all the same, or Spark would not reuse this Python worker
+            pass
 
 
 def keep_warm_schema() -> Any:
