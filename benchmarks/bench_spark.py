@@ -222,14 +222,20 @@ def scale(spark: Any, trials: int, nap: float) -> None:
         print(f"| {label} | {m['wall']:.1f} s | {efficiency(m, P):.3f} ({m['loop_eff']:.3f}) | {cpu} | {rss} |")
 
 
-def payload(spark: Any, repeat: int) -> None:
-    """(g) 16 x 0.5 s with and without a 188 MB array captured, interleaved: what the array costs the pool."""
-    print("\n(g) 16 x 0.5 s, no data vs 188 MB array captured, nbtune pool", flush=True)
+def payload(spark: Any, repeat: int, gap: float) -> None:
+    """(g) 16 x 0.5 s with and without a 188 MB array captured, interleaved: what the array costs the pool.
+
+    Each search starts `gap` seconds after the previous one ends, as a notebook's next cell does: with
+    no gap, the new search's tasks wait up to ~0.1 s for the last search's tasks to hand their cores back.
+    """
+    print(f"\n(g) 16 x 0.5 s, no data vs 188 MB array captured, nbtune pool, {gap:g} s between searches", flush=True)
     big = np.random.default_rng(0).random(188_000_000 // 8)
     plain, heavy = WORKLOADS[0], WORKLOADS[2]
     runs: dict[str, list[dict[str, float]]] = {"no data": [], "188 MB": []}
     for _ in range(max(1, repeat)):
+        time.sleep(gap)
         runs["no data"].append(run_nbtune(spark, plain, None))
+        time.sleep(gap)
         runs["188 MB"].append(run_nbtune(spark, heavy, big))
     for label, ms in runs.items():
         m = median_run(ms)
@@ -283,6 +289,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[w.key for w in WORKLOADS], help="a-e, and f (not by default)")
     parser.add_argument("--scale-trials", type=int, default=10_000, help="(f): how many 0.1 s TPE trials")
     parser.add_argument("--pause-minutes", type=float, default=5.0, help="(h): minutes between the two searches")
+    parser.add_argument("--gap", type=float, default=2.0, help="(g): seconds between searches (0: back to back)")
     parser.add_argument("--no-serial", action="store_true", help="skip serial Trials (slow on e)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of nbtune and SparkTrials per workload (not e)")
     args = parser.parse_args()
@@ -296,7 +303,7 @@ def main() -> None:
     if "f" in args.only:
         scale(spark, args.scale_trials, 0.1)
     if "g" in args.only:
-        payload(spark, args.repeat)
+        payload(spark, args.repeat, args.gap)
     if "h" in args.only:
         pause(spark, args.pause_minutes)
     rows = []
