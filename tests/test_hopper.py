@@ -623,3 +623,56 @@ def test_arrow_columns_become_arrays_with_one_row_per_dataframe_row():
         to_arrays(pa.table({"x": pa.array([1.0, None])}).to_batches(), ["x"])
     with pytest.raises(ValueError, match="no rows of --data reached this worker"):
         to_arrays([], ["x"])
+
+
+# -- Keras callbacks during hops: epoch hooks where the epoch begins and ends, state that travels ---------
+
+CALLBACKS_CELL = CELL.replace(
+    "verbose=0)",
+    "callbacks=CALLBACKS, verbose=0)\nlearning_rates = history.history['learning_rate']",
+)
+
+
+@pytest.mark.spark
+def test_epoch_callbacks_run_at_epoch_boundaries_with_their_state_carried_between_workers(local_spark, tmp_path):
+    # ReduceLROnPlateau never sees an improvement of 1.0: it halves the rate after every epoch from the second
+    # on, as Keras' own fit does. That needs its counters and the optimizer's rate to follow the model from
+    # worker to worker: each worker holds its own copy of the model and its callbacks.
+    # Stop ends training after the fourth epoch of six; CSVLogger holds an open file and cannot move.
+    cell = CALLBACKS_CELL.replace(
+        "CALLBACKS",
+        "[keras.callbacks.ReduceLROnPlateau(monitor='val_accuracy', factor=0.5, patience=1, min_delta=1.0), "
+        f"keras.callbacks.CSVLogger({str(tmp_path / 'log.csv')!r}), Stop(), "
+        "keras.callbacks.ModelCheckpoint(CHECKPOINTS + f'/lr{lr:.6f}-' + 'epoch{epoch}.keras')]",
+    )
+    cell = cell.replace(
+        "model = keras.Sequential",
+        "class Stop(keras.callbacks.Callback):\n"
+        "    def on_epoch_end(self, epoch, logs=None):\n"
+        "        self.model.stop_training = epoch == 3\n"
+        "model = keras.Sequential",
+    )
+    options = hopper_options(max_evals=2, seed=2, log_metrics=("epochs_run",))
+    cell += "epochs_run = len(learning_rates)\n"
+    result = run_search(parse_cell(cell, 1), options, {**synthetic(), "EPOCHS": 6, "CHECKPOINTS": str(tmp_path)})
+    assert [r.status for r in result.records] == ["ok"] * 2, [r.error for r in result.records]
+    for record in result.records:
+        lr = record.params["lr"]
+        rates = [logs["learning_rate"] for _, logs in record.curve]
+        assert rates == pytest.approx([lr, lr, lr / 2, lr / 4], rel=1e-5)
+        assert record.log_metrics["epochs_run"] == 4
+        assert "CSVLogger cannot move between workers with its model" in record.output
+        saved = sorted(p.name for p in tmp_path.glob(f"lr{lr:.6f}-*"))
+        assert saved == [f"lr{lr:.6f}-epoch{e}.keras" for e in (1, 2, 3, 4)]  # written where each epoch ended
+
+
+@pytest.mark.spark
+def test_a_learning_rate_schedule_sets_each_epochs_rate_where_the_epoch_begins(local_spark):
+    cell = CALLBACKS_CELL.replace(
+        "CALLBACKS", "[keras.callbacks.LearningRateScheduler(lambda epoch, rate: 0.03 / (epoch + 1))]"
+    )
+    (record,) = run_search(
+        parse_cell(cell, 1), hopper_options(max_evals=1, seed=4), {**synthetic(), "EPOCHS": 3}
+    ).records
+    assert record.status == "ok", record.error
+    assert [logs["learning_rate"] for _, logs in record.curve] == pytest.approx([0.03, 0.015, 0.01], rel=1e-5)

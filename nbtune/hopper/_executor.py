@@ -18,7 +18,15 @@ from typing import Any, cast
 
 from nbtune.hopper._channel import FinishDone, FinishJob, HopDone, HopJob, HopperCoordinator, HopperTraffic, JobLost
 from nbtune.hopper._early_stop import EarlyStop
-from nbtune.hopper._messages import FinishRequest, FitSpec, HopRequest, HopResult, ModelState
+from nbtune.hopper._messages import (
+    CallbackStates,
+    FinishRequest,
+    FitSpec,
+    HopRequest,
+    HopResult,
+    ModelState,
+    weighted_logs,
+)
 from nbtune.hopper._runner import HopperRunner
 from nbtune.hopper._schedule import Hop, HopSchedule
 from nbtune.search._executor import ExecutorError
@@ -42,6 +50,7 @@ class _Training:
     best: float | None = None  # the best --metric it reported (a pruned model's value)
     output: str = ""
     host: str = ""  # where its last hop ran
+    callbacks: CallbackStates | None = None  # its Keras callbacks' state, as its last hop left it
 
 
 class HopperExecutor:
@@ -148,7 +157,17 @@ class HopperExecutor:
         for hop in self.schedule.assign(set(range(self.workers)) - set(self._finishing)):
             training = self._training[hop.model]
             drop, self._drop[hop.worker] = self._drop[hop.worker], []
-            hop_request = HopRequest(hop.model, training.request.params, training.state, hop.last, drop)
+            hop_request = HopRequest(
+                hop.model,
+                training.request.params,
+                training.state,
+                hop.last,
+                drop,
+                epoch=hop.epoch,
+                first=not training.partial,
+                callbacks=training.callbacks,
+                partial=training.partial if hop.last else [],
+            )
             self._coordinator.inboxes[hop.worker].put(HopJob(hop, pack(hop_request)))
 
     def _handle(self, event: HopDone | FinishDone | JobLost) -> None:
@@ -181,14 +200,17 @@ class HopperExecutor:
             self.schedule.set_epochs(hop.model, result.spec.epochs)
             training.stopper = EarlyStop(result.spec.stop) if result.spec.stop is not None else None
         training.state = result.state
+        if result.callbacks is not None:
+            training.callbacks = result.callbacks
         training.partial.append((result.rows, result.logs))
         if completed_epoch:
-            self._epoch_end(hop, training, result.val_logs)
+            self._epoch_end(hop, training, result)
 
-    def _epoch_end(self, hop: Hop, training: _Training, val_logs: dict[str, float]) -> None:
+    def _epoch_end(self, hop: Hop, training: _Training, result: HopResult) -> None:
         """Report the epoch; then prune, stop early, finish or go on."""
         spec = cast(FitSpec, training.spec)
-        logs = {**_weighted(training.partial), **val_logs}
+        # The logs the model's callbacks saw on its worker (they may add some, e.g. learning_rate), or the same.
+        logs = result.epoch_logs or {**weighted_logs(training.partial), **result.val_logs}
         training.partial = []
         for name, value in logs.items():
             training.history.setdefault(name, []).append(value)
@@ -198,7 +220,8 @@ class HopperExecutor:
             training.best is None or (metric < training.best if self._mode == "min" else metric > training.best)
         ):
             training.best = metric
-        stopped = training.stopper is not None and training.stopper.stop(epoch - 1, logs, training.state)
+        early = training.stopper is not None and training.stopper.stop(epoch - 1, logs, training.state)
+        stopped = early or result.stop  # EarlyStopping here, or a callback on the worker set stop_training
         final = epoch >= spec.epochs or stopped
         pruned = self._report is not None and self._report(hop.model, epoch, logs) and not final
         if pruned:
@@ -210,7 +233,7 @@ class HopperExecutor:
         elif final:
             self._leave(hop.model)
             state = training.state
-            if stopped and training.stopper is not None and training.stopper.rule.restore_best:
+            if early and training.stopper is not None and training.stopper.rule.restore_best:
                 state = training.stopper.best_state
             request = training.request
             finish = FinishRequest(
@@ -249,14 +272,3 @@ class HopperExecutor:
     def close(self) -> None:
         """End the workers' tasks (they exit as the channel closes)."""
         self._pool.close()
-
-
-def _weighted(partial: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
-    """An epoch's training logs: each sub-epoch's, weighted by the rows of its partition."""
-    total: dict[str, float] = {}
-    rows: dict[str, int] = {}
-    for n, logs in partial:
-        for name, value in logs.items():
-            total[name] = total.get(name, 0.0) + n * value
-            rows[name] = rows.get(name, 0) + n
-    return {name: total[name] / rows[name] for name in total if rows[name]}

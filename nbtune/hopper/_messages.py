@@ -33,6 +33,9 @@ class FitSpec:
     stop: StopRule | None = None  # EarlyStopping among its callbacks
 
 
+CallbackStates = bytes  # a model's Keras callbacks' attributes, pickled on a worker (see hopper._callbacks)
+
+
 @dataclass
 class HopRequest:
     """Train model `tid` one pass over this worker's partition (building it here first if need be)."""
@@ -42,6 +45,10 @@ class HopRequest:
     state: ModelState | None  # None: the model's first hop starts from the weights it is built with
     validate: bool = False  # the last partition of its epoch: validate afterwards
     drop: list[int] = field(default_factory=list)  # models that left the search: free their copies here
+    epoch: int = 0  # the model's 0-based epoch this sub-epoch belongs to
+    first: bool = False  # the model's first partition this epoch: its callbacks' on_epoch_begin runs here
+    callbacks: CallbackStates | None = None  # where the model's callbacks left off (None: not run yet)
+    partial: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # this epoch's earlier hops' logs
 
 
 @dataclass
@@ -60,6 +67,20 @@ class HopResult:
     error: str | None = None
     traceback: str | None = None
     output: str = ""
+    callbacks: CallbackStates | None = None  # the model's callbacks' state after this hop
+    epoch_logs: dict[str, float] | None = None  # at an epoch's end: the logs its callbacks saw (and added to)
+    stop: bool = False  # a callback set model.stop_training at this epoch's end
+
+
+def weighted_logs(partial: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """An epoch's training logs: each sub-epoch's, weighted by the rows of its partition."""
+    total: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for n, logs in partial:
+        for name, value in logs.items():
+            total[name] = total.get(name, 0.0) + n * value
+            rows[name] = rows.get(name, 0) + n
+    return {name: total[name] / rows[name] for name in total if rows[name]}
 
 
 @dataclass(kw_only=True)

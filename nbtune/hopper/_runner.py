@@ -14,8 +14,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, cast
 
+from nbtune.hopper._callbacks import EpochCallbacks
 from nbtune.hopper._fit import FitReached, catch_fit, handled, history, stop_rule
-from nbtune.hopper._messages import FinishRequest, FitSpec, HopRequest, HopResult, ModelState
+from nbtune.hopper._messages import FinishRequest, FitSpec, HopRequest, HopResult, ModelState, weighted_logs
 from nbtune.hopper._resident import to_arrays
 from nbtune.spark._worker import input_batches
 from nbtune.trial._mlflow_capture import CapturedRun
@@ -37,6 +38,7 @@ class _Built:
     x: Any  # this partition's arrays as the fit call takes them
     y: Any
     validation: tuple[Any, ...] | None
+    callbacks: EpochCallbacks
     class_weight: Any = None
 
 
@@ -104,6 +106,12 @@ class HopperRunner:
                     result.spec = built.spec
             if request.state is not None:
                 set_state(built.model, request.state)
+            if request.callbacks is not None:
+                built.callbacks.restore(request.callbacks)
+            elif request.state is None:
+                result.output += "".join(built.callbacks.start())
+            if request.first:
+                built.callbacks.begin(request.epoch)
             trained = built.model.fit(
                 built.x,
                 built.y,
@@ -119,6 +127,11 @@ class HopperRunner:
                     *built.validation, batch_size=built.spec.batch_size, verbose=0, return_dict=True
                 )
                 result.val_logs = {f"val_{name}": float(value) for name, value in scores.items()}
+            if request.validate and built.callbacks.active:  # the epoch ends here: its callbacks see all of it
+                logs = {**weighted_logs([*request.partial, (result.rows, result.logs)]), **result.val_logs}
+                result.stop = built.callbacks.end(request.epoch, logs)
+                result.epoch_logs = {name: float(value) for name, value in logs.items()}
+            result.callbacks = built.callbacks.dump()
             result.state = get_state(built.model)
         except Exception as exc:
             self._models.pop(request.tid, None)
@@ -157,7 +170,8 @@ class HopperRunner:
         spec = FitSpec(
             epochs, batch, bool(call.get("shuffle", True)), validation is not None, stop_rule(call.get("callbacks"))
         )
-        return _Built(model, spec, x, y, validation, call.get("class_weight"))
+        callbacks = EpochCallbacks(call.get("callbacks"), model, epochs)
+        return _Built(model, spec, x, y, validation, callbacks, call.get("class_weight"))
 
     def _objective(self) -> Objective:
         if self._local is None:
