@@ -52,8 +52,10 @@ class WorkerFailed(Exception):
 class Coordinator:
     """Listen for workers while a search runs; queue trials to them; collect outcomes."""
 
-    def __init__(self, host: str, objective: Packed, report: ReportFn | None = None) -> None:
-        self.secret = secrets.token_bytes(32)
+    def __init__(
+        self, host: str, objective: Packed, report: ReportFn | None = None, secret: bytes | None = None
+    ) -> None:
+        self.secret = secret or secrets.token_bytes(32)  # the session's, where its slot job is shared
         self._objective, self._report = objective, report
         # Large captured data goes to shared memory now, while the pool's tasks start (workers on this machine).
         self._shared = SharedPayload(objective) if SharedPayload.worth_it(objective) else None

@@ -14,6 +14,7 @@ from nbtune.search._executor import ExecutorError
 from nbtune.spark._channel import Coordinator
 from nbtune.spark._keepwarm import PreferWarm, keeper_of
 from nbtune.spark._session import cancel_tag, coordinator_host, default_parallelism, job_tags
+from nbtune.spark._slots import slot_job
 from nbtune.spark._worker import input_task_function, task_function, task_schema
 from nbtune.trial._payload import Packed
 from nbtune.trial._records import ReportFn, TrialOutcome, TrialRequest
@@ -49,7 +50,9 @@ class SparkPoolExecutor:
         cores = default_parallelism(spark)
         self.slots = parallelism or cores
         self._threads_per_worker = max(1, cores // self.slots)
-        self._coordinator = coordinator(coordinator_host(spark), objective, report)
+        self._job = slot_job(spark) if slot_rows is None else None
+        secret = self._job.secret if self._job is not None else None
+        self._coordinator = coordinator(coordinator_host(spark), objective, report, secret=secret)
         self.tag = f"nbtune-{uuid.uuid4().hex[:12]}"
         self._closing = threading.Event()
         self._keep_warm = keep_warm
@@ -103,13 +106,17 @@ class SparkPoolExecutor:
         """Run one slot's Spark job until its worker leaves; what went wrong, if anything."""
         address = self._coordinator.address
         secret, threads = self._coordinator.secret, self._threads_per_worker
-        if self._slot_rows is None:  # one row that only says "start"
-            job = self._spark.range(1, numPartitions=1).mapInPandas(
-                task_function(address, secret, slot, threads), task_schema()
-            )
-        else:  # the slot's rows, which stay with its worker (relaunched, it reads them again)
-            job = self._slot_rows(slot).mapInArrow(input_task_function(address, secret, slot, threads), task_schema())
-        with job_tags(self._spark, self.tag, f"{self.tag}-slot{slot}"):
+        with contextlib.ExitStack() as stack:
+            if self._job is not None:  # classic: the session's one slot job, told its slot on this thread
+                job = stack.enter_context(self._job.for_slot(address, slot, threads))
+            elif self._slot_rows is None:  # one row that only says "start"
+                job = self._spark.range(1, numPartitions=1).mapInPandas(
+                    task_function(address, secret, slot, threads), task_schema()
+                )
+            else:  # the slot's rows, which stay with its worker (relaunched, it reads them again)
+                task = input_task_function(address, secret, slot, threads)
+                job = self._slot_rows(slot).mapInArrow(task, task_schema())
+            stack.enter_context(job_tags(self._spark, self.tag, f"{self.tag}-slot{slot}"))
             rows = job.collect()
         unreachable = str(rows[0]["unreachable"]) if rows else ""
         if not unreachable:
