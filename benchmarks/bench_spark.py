@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/bench_spark.py --only f   # issue 19: 10,000 x 0.1 s TPE (about 20 minutes)
     .venv/bin/python benchmarks/bench_spark.py --only f --scale-trials 300   # the same, small (a check)
     .venv/bin/python benchmarks/bench_spark.py --only g   # issue 19: 16 x 0.5 s with and without 188 MB captured
+    .venv/bin/python benchmarks/bench_spark.py --only r   # issue 19: (f) without tracking beside Ray Tune
     .venv/bin/python benchmarks/bench_spark.py --only h --pause-minutes 5  # two TensorFlow searches 5 min apart
 
 Prints wall time, slot efficiency (busy slot-seconds / (P x wall)) and nbtune's wall as a
@@ -222,6 +223,70 @@ def scale(spark: Any, trials: int, nap: float) -> None:
         print(f"| {label} | {m['wall']:.1f} s | {efficiency(m, P):.3f} ({m['loop_eff']:.3f}) | {cpu} | {rss} |")
 
 
+def run_ray(trials: int, nap: float, budget: float) -> dict[str, Any]:
+    """Ray Tune with reuse_actors on P CPUs: the same TPE search (HyperOptSearch) as (f), within `budget` seconds."""
+    import ray
+    from hyperopt import hp as hyperopt_hp
+    from ray import tune
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    def trainable(config: dict[str, Any]) -> None:
+        t_start = time.perf_counter()
+        time.sleep(nap)
+        loss = (config["dropout"] - 0.1) ** 2 + config["width"] / 1000 + config["lr"]
+        tune.report({"loss": loss, "busy": time.perf_counter() - t_start})
+
+    space = {
+        "lr": hyperopt_hp.loguniform("lr", np.log(1e-4), np.log(1e-1)),
+        "width": hyperopt_hp.choice("width", [16, 32, 64, 128]),
+        "dropout": hyperopt_hp.uniform("dropout", 0, 0.5),
+    }
+    busy: list[float] = []
+
+    class Collect(tune.Callback):  # type: ignore[misc]
+        """Results as they arrive (with the per-trial logger files off, the result grid has none to read)."""
+
+        def on_trial_result(self, iteration: int, trials: Any, trial: Any, result: dict[str, Any], **info: Any) -> None:
+            busy.append(float(result.get("busy", 0.0)))
+
+    ray.init(num_cpus=P, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tuner = tune.Tuner(
+                tune.with_resources(trainable, {"cpu": 1}),
+                tune_config=tune.TuneConfig(
+                    search_alg=HyperOptSearch(space, metric="loss", mode="min", random_state_seed=0),
+                    num_samples=trials,
+                    max_concurrent_trials=P,
+                    reuse_actors=True,
+                    time_budget_s=budget,
+                ),
+                run_config=tune.RunConfig(storage_path=tmp, verbose=0, callbacks=[Collect()]),
+            )
+            start = time.perf_counter()
+            tuner.fit()
+            wall = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    return {"wall": wall, "busy": float(sum(busy)), "n": len(busy)}
+
+
+def ray_side_by_side(spark: Any, trials: int, nap: float, budget: float) -> None:
+    """(r) Ray Tune (reuse_actors, HyperOptSearch) beside nbtune's pool: the same TPE search, tracking off."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    print(f"\n(r) {trials:,} trials x {nap} s, TPE, tracking off: nbtune pool vs Ray Tune (P={P})", flush=True)
+    ours = run_scale(spark, trials, nap, None)
+    print(f"  nbtune pool: {ours['n']:,} trials in {ours['wall']:.1f} s, efficiency {efficiency(ours, P):.3f}")
+    theirs = run_ray(trials, nap, budget)
+    print(
+        f"  Ray Tune:    {theirs['n']:,} trials in {theirs['wall']:.1f} s (budget {budget:g} s), "
+        f"efficiency {efficiency(theirs, P):.3f}",
+        flush=True,
+    )
+    rate = (ours["n"] / ours["wall"]) / (theirs["n"] / theirs["wall"])
+    print(f"  trials per second, nbtune / Ray Tune: {rate:.2f}x", flush=True)
+
+
 def payload(spark: Any, repeat: int, gap: float) -> None:
     """(g) 16 x 0.5 s with and without a 188 MB array captured, interleaved: what the array costs the pool.
 
@@ -289,6 +354,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[w.key for w in WORKLOADS], help="a-e, and f (not by default)")
     parser.add_argument("--scale-trials", type=int, default=10_000, help="(f): how many 0.1 s TPE trials")
     parser.add_argument("--pause-minutes", type=float, default=5.0, help="(h): minutes between the two searches")
+    parser.add_argument("--ray-budget", type=float, default=1800.0, help="(r): seconds Ray Tune may take")
     parser.add_argument("--gap", type=float, default=2.0, help="(g): seconds between searches (0: back to back)")
     parser.add_argument("--no-serial", action="store_true", help="skip serial Trials (slow on e)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of nbtune and SparkTrials per workload (not e)")
@@ -302,6 +368,8 @@ def main() -> None:
 
     if "f" in args.only:
         scale(spark, args.scale_trials, 0.1)
+    if "r" in args.only:
+        ray_side_by_side(spark, args.scale_trials, 0.1, args.ray_budget)
     if "g" in args.only:
         payload(spark, args.repeat, args.gap)
     if "h" in args.only:
