@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import warnings
 from typing import Any
 
 import mlflow
@@ -219,15 +221,44 @@ def connect_spark(connect_server, local_spark):
 
 @pytest.mark.connect
 def test_a_pipeline_is_tuned_through_spark_connect_and_its_best_model_transforms(connect_spark):
+    from mlflow.models import Model
+    from pyspark.ml import PipelineModel
+
     data = frames(connect_spark)
-    # mlflow.spark saves through the JVM of classic Spark: on Connect one warning, and the search goes on.
-    with pytest.warns(TrackingWarning, match="not on Spark Connect; save _tune.best_model with .save"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrackingWarning)  # the model is saved: no warning
         result = tune(
             connect_spark, PIPELINE, data, max_evals=6, metric="auc", mode="max", seed=5, mlflow=True, log_model="best"
         )
     assert result.backend == "driver" and [r.status for r in result.records] == ["ok"] * 6
     assert result.best_params["k"] == 4 and result.best_value > 0.95
     assert "prediction" in result.best_model.transform(data["test"]).columns
+    # Logged with MLflow's Spark flavour (and pyfunc); a Connect session loads the saved PipelineModel.
+    local = mlflow.artifacts.download_artifacts(result.best_model_uri)
+    assert {"spark", "python_function"} <= set(Model.load(local).flavors)
+    loaded = PipelineModel.load(os.path.join(local, "sparkml"))
+    assert [type(s).__name__ for s in loaded.stages] == ["VectorAssembler", "LogisticRegressionModel"]
+    predicted = loaded.transform(data["test"]).select("prediction").collect()
+    expected = result.best_model.transform(data["test"]).select("prediction").collect()
+    assert predicted == expected
+
+
+@pytest.mark.connect
+def test_log_model_on_connect_names_the_directory_the_notebook_cannot_see(connect_spark, monkeypatch, tmp_path):
+    # As a server on another machine would: it saves under its own working directory, which the notebook's
+    # (now tmp_path) is not. One warning says what to set, and the trials go on.
+    server_side = os.path.join(os.getcwd(), "nbtune-unseen")
+    monkeypatch.setenv("MLFLOW_DFS_TMP", "nbtune-unseen")
+    monkeypatch.chdir(tmp_path)
+    data = frames(connect_spark)
+    try:
+        with pytest.warns(TrackingWarning, match="cannot see; set MLFLOW_DFS_TMP to a directory both share"):
+            result = tune(
+                connect_spark, PIPELINE, data, max_evals=2, metric="auc", mode="max", mlflow=True, log_model="best"
+            )
+    finally:
+        shutil.rmtree(server_side, ignore_errors=True)
+    assert [r.status for r in result.records] == ["ok"] * 2 and result.best_model_uri is None
 
 
 @pytest.mark.connect

@@ -11,7 +11,9 @@ import importlib
 import io
 import logging
 import os
+import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -40,13 +42,9 @@ def flavour_of(model: Any) -> str:
 def export_model(model: Any) -> bytes:
     """The model saved with its MLflow flavour (`save_model`), as a zip of the model directory."""
     name = flavour_of(model)
-    if name == "spark" and _on_spark_connect():
-        raise TypeError(
-            "--log-model: MLflow's Spark flavour saves Spark ML models through the JVM of classic Spark, "
-            "not on Spark Connect; save _tune.best_model with .save(path) instead"
-        )
     flavour = importlib.import_module(f"mlflow.{name}")
-    with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow"):
+    on_connect = _copy_on_disk() if name == "spark" and _on_spark_connect() else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow"), on_connect:
         path = os.path.join(tmp, "model")
         # Given requirements, MLflow skips inferring them (a subprocess that reloads the model: ~10 s).
         flavour.save_model(model, path, pip_requirements=flavour.get_default_pip_requirements())
@@ -60,10 +58,47 @@ def export_model(model: Any) -> bytes:
 
 
 def _on_spark_connect() -> bool:
-    # pyspark.ml models look alike on both; on Connect mlflow.spark fails late, with "'NoneType' ... 'jvm'".
     from pyspark.sql.utils import is_remote
 
     return bool(is_remote())
+
+
+_COPYING = threading.Lock()  # the patch below is process-wide: trials on driver threads take turns
+
+
+@contextlib.contextmanager
+def _copy_on_disk() -> Iterator[None]:
+    """On Spark Connect, mlflow.spark's copy of the saved model out of Hadoop's file system, made on disk.
+
+    mlflow.spark has the server write the model (`model.save(tmp)`, which works on Connect) and then copies
+    it through the JVM of classic Spark, which a Connect client has not got. On Databricks MLflow moves it
+    through a Unity Catalog volume itself; elsewhere the server's disk is this machine's when it saved
+    where we can see.
+    """
+    from mlflow.spark import _HadoopFileSystem
+
+    from nbtune.tracking._links import on_databricks
+
+    if on_databricks():
+        yield
+        return
+
+    def move(src: str, dst: str, remove_src: bool) -> None:
+        local = src.removeprefix("file:")
+        if not os.path.isdir(local):
+            raise OSError(
+                f"the Spark Connect server saved the model in {src} on its own disk, which this notebook"
+                " cannot see; set MLFLOW_DFS_TMP to a directory both share"
+            )
+        (shutil.move if remove_src else shutil.copytree)(local, dst)
+
+    with _COPYING:
+        original = _HadoopFileSystem.__dict__["copy_to_local_file"]
+        _HadoopFileSystem.copy_to_local_file = staticmethod(move)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            _HadoopFileSystem.copy_to_local_file = original  # type: ignore[method-assign]
 
 
 def unpack_model(archive: bytes, into: str) -> None:
