@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from nbtune.hopper._callbacks import EpochCallbacks
+from nbtune.hopper._feed import Feeds
 from nbtune.hopper._fit import FitReached, catch_fit, handled, history, stop_rule
 from nbtune.hopper._messages import FinishRequest, FitSpec, HopRequest, HopResult, ModelState, weighted_logs
 from nbtune.hopper._resident import to_arrays
@@ -59,6 +60,7 @@ class HopperRunner:
         self._local: Objective | None = None
         self._partition: dict[str, Any] = {}
         self._models: dict[int, _Built] = {}
+        self._feeds = Feeds()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"objective": self.objective, "validation": self.validation, "frame": self.frame}
@@ -83,6 +85,9 @@ class HopperRunner:
                 bound = {name: self._partition}  # the cell reads name["column"]
             self._local = dataclasses.replace(self.objective, captured={**self.objective.captured, **bound})
             self._models.clear()
+            # Arrays that live as long as the search here: the partition, the rows held out, the notebook's.
+            lasting = [*self._partition.values(), *(self.validation or {}).values(), *self._local.captured.values()]
+            self._feeds = Feeds(lasting)
             return pack(self.rows)
         request: HopRequest = load(parts[0])
         for tid in request.drop:
@@ -112,20 +117,10 @@ class HopperRunner:
                 result.output += "".join(built.callbacks.start())
             if request.first:
                 built.callbacks.begin(request.epoch)
-            trained = built.model.fit(
-                built.x,
-                built.y,
-                batch_size=built.spec.batch_size,
-                epochs=1,
-                shuffle=built.spec.shuffle,
-                class_weight=built.class_weight,
-                verbose=0,
-            )
+            trained = self._train(built)
             result.logs = {name: float(values[-1]) for name, values in trained.history.items()}
             if request.validate and built.validation is not None:
-                scores = built.model.evaluate(
-                    *built.validation, batch_size=built.spec.batch_size, verbose=0, return_dict=True
-                )
+                scores = self._validate(built)
                 result.val_logs = {f"val_{name}": float(value) for name, value in scores.items()}
             if request.validate and built.callbacks.active:  # the epoch ends here: its callbacks see all of it
                 logs = {**weighted_logs([*request.partial, (result.rows, result.logs)]), **result.val_logs}
@@ -139,6 +134,31 @@ class HopperRunner:
             result.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         result.seconds = time.perf_counter() - start
         return result
+
+    def _train(self, built: _Built) -> Any:
+        """One pass of the model over this partition, from the worker's dataset when there is one."""
+        spec = built.spec
+        feed = self._feeds.batches(built.x, built.y, spec.batch_size, spec.shuffle)
+        if feed is not None:
+            # The dataset shuffles itself each pass; shuffle=True here would only warn.
+            return built.model.fit(feed, epochs=1, shuffle=False, class_weight=built.class_weight, verbose=0)
+        return built.model.fit(
+            built.x,
+            built.y,
+            batch_size=spec.batch_size,
+            epochs=1,
+            shuffle=spec.shuffle,
+            class_weight=built.class_weight,
+            verbose=0,
+        )
+
+    def _validate(self, built: _Built) -> dict[str, float]:
+        x, y = (*cast(tuple[Any, ...], built.validation), None)[:2]
+        feed = self._feeds.batches(x, y, built.spec.batch_size, False)
+        if feed is not None:
+            return cast(dict[str, float], built.model.evaluate(feed, verbose=0, return_dict=True))
+        scores = built.model.evaluate(x, y, batch_size=built.spec.batch_size, verbose=0, return_dict=True)
+        return cast(dict[str, float], scores)
 
     def _build(self, request: HopRequest, result: HopResult) -> _Built:
         """Run the cell up to its fit call: the compiled model and what the call asks for."""
