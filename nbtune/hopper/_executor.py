@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from nbtune.hopper._channel import FinishDone, FinishJob, HopDone, HopJob, HopperCoordinator, HopperTraffic, JobLost
 from nbtune.hopper._early_stop import EarlyStop
+from nbtune.hopper._frame import FramePlan
 from nbtune.hopper._messages import (
     CallbackStates,
     FinishRequest,
@@ -66,34 +67,30 @@ class HopperExecutor:
         self,
         spark: Any,
         runner: HopperRunner,
-        partitions: list[dict[str, Any]] | None,
+        resident: list[dict[str, Any]] | FramePlan,
         report: ReportFn | None,
         *,
         metric: str,
         mode: str,
         models: int | None = None,
-        slot_rows: tuple[int, Callable[[int], Any]] | None = None,
     ) -> None:
-        """Send `partitions` to the slots' workers; or let each slot's task keep its rows of a DataFrame.
-
-        `slot_rows` is (workers, slot -> the DataFrame of that slot's rows).
-        """
+        """Send each slot's worker its partition of the --data arrays, or have each slot's task read its rows."""
         from nbtune.spark._pool import SparkPoolExecutor
 
-        self.workers = len(partitions) if partitions is not None else cast(tuple[int, Any], slot_rows)[0]
+        partitions: list[dict[str, Any]] | None = None
+        slot_rows: Callable[[int], Any] | None = None
+        if isinstance(resident, FramePlan):
+            self.workers, slot_rows = len(resident.slot_rows), resident.slot
+        else:
+            self.workers, partitions = len(resident), resident
         self.slots = models or MODELS_PER_WORKER * self.workers
         self.schedule = HopSchedule(self.workers)
         self._report, self._metric, self._mode = report, metric, mode
         payload = pack(runner)
         self.payload_bytes = payload.size  # what every worker receives once: the cell, its variables, validation rows
-        self._pool = SparkPoolExecutor(
-            spark,
-            payload,
-            self.workers,
-            coordinator=HopperCoordinator,
-            slot_rows=slot_rows[1] if slot_rows is not None else None,
-        )
+        self._pool = SparkPoolExecutor(spark, payload, self.workers, coordinator=HopperCoordinator, slot_rows=slot_rows)
         self._coordinator = cast(HopperCoordinator, self._pool.coordinator)
+        # Packed while the slots' tasks start.
         self._coordinator.start(self.workers, [pack(p) for p in partitions] if partitions is not None else None)
         self._waiting: deque[TrialRequest] = deque()
         self._training: dict[int, _Training] = {}

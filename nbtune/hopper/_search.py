@@ -13,6 +13,7 @@ from nbtune._options import TuneOptions
 from nbtune._result import TuneResult
 from nbtune.cell._space import SearchSpace
 from nbtune.groups._plan import is_spark_frame
+from nbtune.hopper._frame import FramePlan
 from nbtune.hopper._plan import HopperPlan, make_plan, partition
 from nbtune.hopper._runner import HopperRunner
 from nbtune.hopper._schedule import HopSchedule
@@ -57,22 +58,14 @@ def hopper_search(
     local = dataclasses.replace(objective, captured=captured)
     report = hub.report if options.autoreport else None  # --no-autoreport: no per-epoch reports, as for Keras' fit
     runner = HopperRunner(local, plan.validation)
-    parts: list[dict[str, Any]] | None = None
-    slot_rows = None
+    resident: list[dict[str, Any]] | FramePlan
     if isinstance(plan, HopperPlan):
-        parts = partition(plan.train, workers, options.seed)
+        resident = partition(plan.train, workers, options.seed)
     else:  # a Spark DataFrame: each slot's task reads its own rows, which never pass through the driver
         runner.frame = (plan.name, plan.columns)
-        slot_rows = (workers, plan.slot)
+        resident = plan
     executor = HopperExecutor(
-        spark,
-        runner,
-        parts,
-        report,
-        metric=options.metric,
-        mode=options.mode,
-        models=options.parallelism,
-        slot_rows=slot_rows,
+        spark, runner, resident, report, metric=options.metric, mode=options.mode, models=options.parallelism
     )
     search = Search(objective, space, options, executor, listeners, info, result, hub)
     search.info.placement = lambda: placement(executor.schedule, search)

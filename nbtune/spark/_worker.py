@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
@@ -133,19 +133,12 @@ def task_schema() -> Any:
     )
 
 
+Slot = tuple[tuple[str, int], int, int]  # (the coordinator's address, this task's slot, its threads)
+
+
 def task_function(address: tuple[str, int], secret: bytes, slot: int, threads: int) -> Any:
     """The function Spark runs (through mapInPandas) as one long-lived task of the pool."""
-
-    def run(batches: Iterator[Any]) -> Iterator[Any]:
-        import pandas as pd
-
-        # Serve at once: the one input row only says "start" and arrives ~40 ms after Spark calls us.
-        ran, unreachable = serve(address, secret, slot, threads)
-        for _ in batches:  # drained all the same, or Spark would not reuse this Python worker
-            pass
-        yield pd.DataFrame({"slot": [slot], "trials": [ran], "unreachable": [unreachable]})
-
-    return run
+    return _pool_task(secret, lambda: (address, slot, threads))
 
 
 POOL_PROPERTY = "nbtune.pool"  # the job's local property naming its slot: "host:port:slot:threads"
@@ -156,17 +149,27 @@ def session_task_function(secret: bytes) -> Any:
 
     Built once per session, its DataFrame's plan is reused by every slot job (it starts ~35 ms sooner).
     """
+    return _pool_task(secret, _slot_of_job)
 
+
+def _slot_of_job() -> Slot:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    host, port, slot, threads = str(context.getLocalProperty(POOL_PROPERTY) if context else "").rsplit(":", 3)
+    return (host, int(port)), int(slot), int(threads)
+
+
+def _pool_task(secret: bytes, where: Callable[[], Slot]) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
-        from pyspark import TaskContext
 
-        context = TaskContext.get()
-        host, port, slot, threads = str(context.getLocalProperty(POOL_PROPERTY) if context else "").rsplit(":", 3)
-        ran, unreachable = serve((host, int(port)), secret, int(slot), int(threads))
+        # Serve at once: the one input row only says "start" and arrives ~40 ms after Spark calls us.
+        address, slot, threads = where()
+        ran, unreachable = serve(address, secret, slot, threads)
         for _ in batches:  # drained all the same, or Spark would not reuse this Python worker
             pass
-        yield pd.DataFrame({"slot": [int(slot)], "trials": [ran], "unreachable": [unreachable]})
+        yield pd.DataFrame({"slot": [slot], "trials": [ran], "unreachable": [unreachable]})
 
     return run
 
