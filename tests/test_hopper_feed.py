@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,17 @@ def test_an_epoch_on_the_feed_trains_exactly_as_fit_on_the_arrays():
     on_feed.fit(Feeds([x, y]).batches(x, y, 32, False), epochs=1, shuffle=False, verbose=0)
     for a, b in zip(on_arrays.get_weights(), on_feed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_worker_holds_one_copy_of_its_partition_in_tensorflow_not_two():
+    # Under a memory cap (spark.executor.pyspark.memory) a second copy killed the hopper's workers.
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    x, y = np.random.default_rng(0).random((60_000, 784), dtype="float32"), np.zeros(60_000, "int32")
+    before = rss()
+    dataset = Feeds([x, y]).batches(x, y, 64, True)
+    for _ in dataset:  # a whole pass: what a hop does
+        pass
+    assert rss() - before < 1.5 * x.nbytes  # one copy (188 MB), which Keras' own fit makes as well

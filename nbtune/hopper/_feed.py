@@ -53,7 +53,10 @@ class Feeds:
         gathered = indices.batch(batch_size).map(
             lambda i: tuple(tf.gather(a, i) for a in arrays), num_parallel_calls=tf.data.AUTOTUNE
         )
-        return gathered.prefetch(tf.data.AUTOTUNE)
+        # As Keras does: tf.data's default graph rewrites serialize the pipeline, copying the tensors it holds.
+        options = tf.data.Options()
+        options.experimental_optimization.apply_default_optimizations = False
+        return gathered.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     def _tensor(self, array: Any) -> Any:
         tensor = self._tensors.get(id(array))
