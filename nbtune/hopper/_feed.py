@@ -5,8 +5,8 @@ call: 50-60 ms for a 30,000-row partition, which the pool pays once per fit and 
 hops pays on every hop and every validation. Here each array becomes a tensor once and each
 (x, y, batch size, shuffle) one dataset, reshuffled on every pass as Keras' own does. The
 tensor is the copy Keras would make during each hop anyway, so the worker's peak memory is the
-same. Only on Keras' TensorFlow backend; elsewhere (JAX, torch, shuffle="batch") `batches` is
-None and the hop gives fit the arrays.
+same. Only on Keras' TensorFlow backend; elsewhere (JAX, torch) `batches` is None and the hop
+gives fit the arrays.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ class Feeds:
         self._tensors: dict[int, Any] = {}
         self._datasets: dict[Key, Any] = {}
 
-    def batches(self, x: Any, y: Any, batch_size: int, shuffle: Any) -> Any:
+    def batches(self, x: Any, y: Any, batch_size: int, shuffle: bool) -> Any:
         """One pass over (x, y) in batches, shuffled each pass if asked; None where fit must take the arrays."""
         arrays = (x,) if y is None else (x, y)
-        if not _on_tensorflow() or shuffle not in (True, False) or any(id(a) not in self._arrays for a in arrays):
+        if not _on_tensorflow() or any(id(a) not in self._arrays for a in arrays):
             return None
-        key = (id(x), id(y) if y is not None else 0, batch_size, bool(shuffle))
+        key = (id(x), id(y) if y is not None else 0, batch_size, shuffle)
         dataset = self._datasets.get(key)
         if dataset is None:
-            dataset = self._datasets[key] = self._build(x, y, batch_size, bool(shuffle))
+            dataset = self._datasets[key] = self._build(x, y, batch_size, shuffle)
         return dataset
 
     def _build(self, x: Any, y: Any, batch_size: int, shuffle: bool) -> Any:

@@ -72,8 +72,8 @@ def _copy_on_disk() -> Iterator[None]:
 
     mlflow.spark has the server write the model (`model.save(tmp)`, which works on Connect) and then copies
     it through the JVM of classic Spark, which a Connect client has not got. On Databricks MLflow moves it
-    through a Unity Catalog volume itself; elsewhere the server's disk is this machine's when it saved
-    where we can see.
+    through a Unity Catalog volume itself. Elsewhere a move on disk works when the directory the server
+    saved in is one this process sees too: a server on this machine, or a shared MLFLOW_DFS_TMP.
     """
     from mlflow.spark import _HadoopFileSystem
 
