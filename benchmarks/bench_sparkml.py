@@ -53,29 +53,17 @@ test_accuracy = evaluator.evaluate(model.transform(test))
 
 # --no-refit: the same pipeline and 3-fold cross-validation without CrossValidator, so a trial does not
 # refit its model on all training rows; the search's best is refit once afterwards (refit_best).
-CELL_NO_REFIT = """
-from functools import reduce
-from pyspark.ml import Pipeline
-from pyspark.ml.classification import LogisticRegression
-from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-from pyspark.ml.feature import PCA, StandardScaler, VectorAssembler
+CELL_NO_REFIT = (
+    CELL[: CELL.index("cv = CrossValidator")]
+    + """from functools import reduce
 
-reg = 0.01   # tune: loguniform(1e-4, 1)
-k = 16       # tune: choice(4, 8, 16, 32)
-
-pipeline = Pipeline(stages=[
-    VectorAssembler(inputCols=pixel_columns, outputCol="pixels"),
-    StandardScaler(inputCol="pixels", outputCol="scaled"),
-    PCA(k=k, inputCol="scaled", outputCol="features"),
-    LogisticRegression(regParam=reg, maxIter=30, labelCol="target"),
-])
-evaluator = MulticlassClassificationEvaluator(labelCol="target", metricName="accuracy")
 scores = []
 for i, held in enumerate(folds):
     rest = reduce(lambda a, b: a.unionAll(b), [f for j, f in enumerate(folds) if j != i])
     scores.append(evaluator.evaluate(pipeline.fit(rest).transform(held)))
 accuracy = sum(scores) / len(scores)
 """
+)
 
 
 def data(spark: Any) -> dict[str, Any]:
