@@ -1,15 +1,18 @@
 """`--backend driver` vs Spark ML's own CrossValidator grid, on the spark_ml template's pipeline, local[2].
 
-    .venv/bin/python benchmarks/bench_sparkml.py            # 16 trials vs a 4 x 4 grid (about 10 minutes on 2 cores)
-    .venv/bin/python benchmarks/bench_sparkml.py --quick    # 4 trials vs a 2 x 2 grid, to check it runs
-    .venv/bin/python benchmarks/bench_sparkml.py --no-refit # also: trials that skip the refit, the best refit once
+    .venv/bin/python benchmarks/bench_sparkml.py              # 16 trials vs a 4 x 4 grid (about 4 minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_sparkml.py --repeats 3  # three rounds, interleaved; median ratios
+    .venv/bin/python benchmarks/bench_sparkml.py --quick      # 4 trials vs a 2 x 2 grid, to check it runs
+    .venv/bin/python benchmarks/bench_sparkml.py --no-refit   # also: trials that skip the refit, the best refit once
 
-Both sides fit the same Pipeline (scaling, PCA(k), logistic regression(regParam)) on the same cached
+Every side fits the same Pipeline (scaling, PCA(k), logistic regression(regParam)) on the same cached
 digits DataFrames with 3-fold cross-validation and parallelism 2: nbtune runs `budget` trials, each a
-CrossValidator over its one parameter map (the template's cell); the grid is one CrossValidator over
-`budget` parameter maps. Prints both walls and their ratio, the held-out accuracy of each side's pick,
-and nbtune's own cost per trial (a trial whose cell does nothing: suggestion, threads, job tags and
-bookkeeping). Machines here are shared and noisy: compare ratios, not seconds.
+CrossValidator over its one parameter map (the template's cell), once as the template runs it
+(`--prune asha`: each fold reports, hopeless trials end after a fold) and once without pruning; the
+grid is one CrossValidator over `budget` parameter maps. Prints the walls and their ratios, the
+held-out accuracy of each side's pick, and nbtune's own cost per trial (a trial whose cell does
+nothing: suggestion, threads, job tags and bookkeeping). Machines here are shared and noisy: compare
+ratios, not seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
 from typing import Any
 
@@ -112,7 +116,7 @@ def grid_search(ns: dict[str, Any], side: int) -> tuple[float, float, dict[str, 
 
 
 def nbtune_search(
-    spark: Any, ns: dict[str, Any], budget: int, seed: int, refit: bool = True
+    spark: Any, ns: dict[str, Any], budget: int, seed: int, refit: bool = True, prune: str = "none"
 ) -> tuple[float, float, dict[str, Any], Any]:
     """nbtune's driver backend over the same pipeline: wall, the best trial's held-out accuracy, its pick.
 
@@ -130,6 +134,7 @@ def nbtune_search(
         mode="max",
         log_metrics=("test_accuracy",) if refit else (),
         seed=seed,
+        prune=prune,
         mlflow=False,
         quiet=True,
     )
@@ -182,6 +187,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 trials vs a 2 x 2 grid")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every side, interleaved")
     parser.add_argument("--no-refit", action="store_true", help="also trials that skip the refit (see CELL_NO_REFIT)")
     args = parser.parse_args()
     side = 2 if args.quick else 4
@@ -191,28 +197,39 @@ def main() -> None:
     from nbtune.spark._session import start_local_session
 
     spark = start_local_session()
+    rounds: list[dict[str, tuple[float, float, dict[str, Any]]]] = []
     try:
         ns = data(spark)
         nbtune_search(spark, ns, 1, args.seed)  # warm-up: the JVM's JIT and the Python workers, for both sides
         cost = own_cost(spark, 40 if args.quick else 200)
-        grid_wall, grid_test, grid_pick = grid_search(ns, side)
-        tune_wall, tune_test, tune_pick, result = nbtune_search(spark, ns, budget, args.seed)
-        if args.no_refit:
-            lean_wall, lean_test, lean_pick, _ = nbtune_search(spark, ns, budget, args.seed, refit=False)
+        for _ in range(args.repeats):
+            sides = {"CrossValidator grid": grid_search(ns, side)}
+            wall, test, pick, result = nbtune_search(spark, ns, budget, args.seed, prune="asha")
+            sides["nbtune, the template"] = (wall, test, pick)
+            busy = sum(r.duration for r in result.records)
+            counts = result.counts()
+            sides["nbtune, no pruning"] = nbtune_search(spark, ns, budget, args.seed)[:3]
+            if args.no_refit:
+                sides["nbtune, no refit per trial"] = nbtune_search(spark, ns, budget, args.seed, refit=False)[:3]
+            rounds.append(sides)
+            _show(sides, len(rounds))
+            print(f"the template: {counts['ok']} ok, {counts['pruned']} pruned; efficiency {busy / (P * wall):.2f}")
     finally:
         spark.stop()
 
-    busy = sum(r.duration for r in result.records)
-    print(f"Spark ML pipeline on digits, local[{P}], {FOLDS}-fold CV, parallelism {P}, {budget} settings")
-    print(f"{'search':<28}{'wall':>9}{'held-out acc':>14}  pick (CV accuracy)")
-    print(f"{'CrossValidator grid':<28}{grid_wall:>8.1f}s{grid_test:>14.4f}  {_pick(grid_pick)}")
-    print(f"{'nbtune --backend driver':<28}{tune_wall:>8.1f}s{tune_test:>14.4f}  {_pick(tune_pick)}")
-    if args.no_refit:
-        print(f"{'nbtune, no refit per trial':<28}{lean_wall:>8.1f}s{lean_test:>14.4f}  {_pick(lean_pick)}")
-        print(f"nbtune without the refit (best refit once) wall / grid wall: {lean_wall / grid_wall:.2f}x")
-    print(f"nbtune wall / grid wall: {tune_wall / grid_wall:.2f}x")
-    print(f"nbtune slot efficiency: {busy / (P * tune_wall):.2f} (busy trial-seconds / ({P} x wall))")
+    print(f"\nSpark ML pipeline on digits, local[{P}], {FOLDS}-fold CV, parallelism {P}, {budget} settings")
+    for name in rounds[0]:
+        if name != "CrossValidator grid":
+            ratios = [r[name][0] / r["CrossValidator grid"][0] for r in rounds]
+            shown = ", ".join(f"{x:.2f}" for x in ratios)
+            print(f"{name} wall / grid wall: median {statistics.median(ratios):.2f}x ({shown})")
     print(f"nbtune's own cost per trial (empty cell, 1 slot): {cost * 1000:.1f} ms")
+
+
+def _show(sides: dict[str, tuple[float, float, dict[str, Any]]], n: int) -> None:
+    print(f"\nround {n}: {'search':<28}{'wall':>9}{'held-out acc':>14}  pick (CV accuracy)")
+    for name, (wall, test, pick) in sides.items():
+        print(f"{'':9}{name:<28}{wall:>8.1f}s{test:>14.4f}  {_pick(pick)}")
 
 
 def _pick(pick: dict[str, Any]) -> str:

@@ -185,6 +185,109 @@ def test_reports_from_trial_threads_reach_the_pruner(local_spark, data):
     assert result.counts()["pruned"] >= 1 and all(r.curve for r in result.records)
 
 
+# The planted pipeline, cross-validated: each fold reports the running mean of areaUnderROC.
+CROSS_VALIDATED = """
+from pyspark.ml import Pipeline
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
+from pyspark.ml.feature import VectorAssembler
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+reg = 1.0  # tune: loguniform(1e-3, 10)
+k = 4  # tune: choice(1, 4)
+assembler = VectorAssembler(inputCols=["f0", "f1", "f2", "f3"][:k], outputCol="features")
+pipeline = Pipeline(stages=[assembler, LogisticRegression(regParam=reg, elasticNetParam=1.0, maxIter=10)])
+cv = CrossValidator(estimator=pipeline, estimatorParamMaps=ParamGridBuilder().build(),
+                    evaluator=BinaryClassificationEvaluator(), numFolds=3, seed=0)
+fitted = cv.fit(train)
+areaUnderROC = fitted.avgMetrics[0]
+print("refit and scored")
+"""
+
+
+def cross_validator(spark: Any, folds: int, grid: list[float]) -> tuple[Any, Any]:
+    """A CrossValidator over regParam `grid` on frames(), and the DataFrame to fit it on."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    lr = LogisticRegression(maxIter=10)
+    pipeline = Pipeline(stages=[VectorAssembler(inputCols=["f0", "f1"], outputCol="features"), lr])
+    cv = CrossValidator(
+        estimator=pipeline,
+        estimatorParamMaps=ParamGridBuilder().addGrid(lr.regParam, grid).build(),
+        evaluator=BinaryClassificationEvaluator(),
+        numFolds=folds,
+        parallelism=2,
+        seed=0,
+    )
+    return cv, frames(spark)["train"]
+
+
+def test_a_crossvalidator_in_a_trial_reports_the_mean_of_its_folds_so_far(local_spark):
+    from nbtune.trial._report import TrialReports, reporting
+    from nbtune.trial._sparkml import watch
+
+    watch()
+    sent: list[tuple[int, dict[str, float]]] = []
+    cv, train = cross_validator(local_spark, 2, [0.01, 5.0])
+    with reporting(TrialReports(send=lambda step, m: bool(sent.append((step, m))), metric="areaUnderROC", mode="max")):
+        fitted = cv.fit(train)
+    assert [step for step, _ in sent] == [1, 2] and all(set(m) == {"areaUnderROC"} for _, m in sent)
+    # Step 1: the best map's first fold, one of mean -/+ std for two folds; step 2: the best mean of both.
+    firsts = [m + sign * d for m, d in zip(fitted.avgMetrics, fitted.stdMetrics, strict=True) for sign in (-1, 1)]
+    assert min(abs(sent[0][1]["areaUnderROC"] - first) for first in firsts) < 1e-9
+    assert sent[1][1]["areaUnderROC"] == pytest.approx(max(fitted.avgMetrics), abs=1e-12)
+    # Outside a trial, or with --no-autoreport, CrossValidator is left as it is.
+    with reporting(
+        TrialReports(send=lambda step, m: bool(sent.append((step, m))), metric="x", mode="max", autoreport=False)
+    ):
+        cv.fit(train)
+    cv.fit(train)
+    assert len(sent) == 2
+
+
+def test_a_pruned_crossvalidator_stops_before_its_next_fold_and_its_refit(local_spark):
+    from nbtune.trial._report import TrialPruned, TrialReports, reporting
+    from nbtune.trial._sparkml import watch
+
+    watch()
+    sent: list[int] = []
+    cv, train = cross_validator(local_spark, 3, [0.01])
+    train.count()  # its own cache, before counting
+    cached = len(local_spark.sparkContext._jsc.getPersistentRDDs())
+    reports = TrialReports(send=lambda step, m: bool(sent.append(step)) or True, metric="areaUnderROC", mode="max")
+    with reporting(reports), pytest.raises(TrialPruned, match="pruned after fold 1 of 3"):
+        cv.fit(train)
+    assert sent == [1] and reports.pruned and reports.step == 1
+    assert len(local_spark.sparkContext._jsc.getPersistentRDDs()) == cached  # the folds are unpersisted
+    assert active_jobs(local_spark) == []
+
+
+def test_pruning_ends_hopeless_cross_validated_trials_after_a_fold(local_spark, data):
+    result = tune(
+        local_spark,
+        CROSS_VALIDATED,
+        data,
+        backend="driver",
+        max_evals=10,
+        metric="areaUnderROC",
+        mode="max",
+        prune="asha",
+        seed=1,
+    )
+    pruned = [r for r in result.records if r.status == "pruned"]
+    done = [r for r in result.records if r.status == "ok"]
+    assert pruned and done
+    assert all(r.step < 3 and "refit and scored" not in r.output for r in pruned)  # no later fold, no refit
+    for r in done:  # a full trial's curve: one report per fold, the last one its metric
+        assert [step for step, _ in r.curve] == [1, 2, 3] and r.curve[-1][1]["areaUnderROC"] == r.value
+    assert result.best_params["k"] == 4 and result.best_value > 0.95
+    assert active_jobs(local_spark, within=10) == [] and trial_threads() == []
+
+
 def test_bad_input_is_a_one_line_usage_error(local_spark, data):
     with pytest.raises(
         UsageError,

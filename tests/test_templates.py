@@ -39,6 +39,7 @@ def test_the_spark_ml_template_tunes_a_pipeline_on_the_driver_with_cross_validat
     options = parse_flags(header.removeprefix("%%tune"))
     assert options.backend == "driver" and options.max_evals == 16 and options.mode == "max"
     assert options.metric == "accuracy" and options.log_metrics == ("test_accuracy",)
+    assert options.prune == "asha"  # CrossValidator reports each fold: hopeless trials end after one
     spec = parse_cell(body, line_offset=1)
     assert [p.name for p in spec.params] == ["reg", "k"]  # the regularization and the feature size
     assert {"accuracy", "test_accuracy", "model"} <= spec.binds and "numFolds=3" in body and "Pipeline(" in body

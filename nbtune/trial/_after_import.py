@@ -35,3 +35,15 @@ class AfterImport(importlib.abc.MetaPathFinder):
 
         loader.exec_module = exec_and_call  # type: ignore[method-assign]
         return spec
+
+
+def when_imported(name: str, callback: Callable[[ModuleType], None], ready: str | None = None) -> None:
+    """Call `callback(module)` now if `name` is loaded (with attribute `ready`, if named), else right after its import.
+
+    The caller makes `callback` idempotent: a module being imported on another thread may call it twice.
+    """
+    module = sys.modules.get(name)
+    if module is not None and (ready is None or hasattr(module, ready)):
+        callback(module)
+    elif not any(isinstance(f, AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, AfterImport(name, callback))

@@ -8,29 +8,22 @@ so the fit ends after that epoch and callbacks such as EarlyStopping still run t
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 from types import ModuleType
 from typing import Any
 
-from nbtune.trial._after_import import AfterImport
+from nbtune.trial._after_import import when_imported
 from nbtune.trial._report import current
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered when Keras is loaded already
 _patched = False
 
 
 def watch() -> None:
     """Wrap Keras' `Model.fit` now if Keras is loaded, else as soon as it is imported."""
-    if _patched:
-        return
-    with _lock:
-        if _patched:
-            return
-        if "keras" in sys.modules and hasattr(sys.modules["keras"], "Model"):
-            _patch(sys.modules["keras"])
-        elif not any(isinstance(f, AfterImport) and f.name == "keras" for f in sys.meta_path):
-            sys.meta_path.insert(0, AfterImport("keras", _patch_locked))
+    if not _patched:
+        with _lock:
+            when_imported("keras", _patch_locked, ready="Model")
 
 
 def _patch_locked(keras: ModuleType) -> None:

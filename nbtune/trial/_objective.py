@@ -23,6 +23,7 @@ from nbtune.trial._mlflow_capture import CapturedRun, TrialCapture, names_mlflow
 from nbtune.trial._output import capture_output
 from nbtune.trial._records import TrialOutcome, TrialRequest
 from nbtune.trial._report import Reporter, TrialPruned, TrialReports, reporting
+from nbtune.trial._sparkml import watch as watch_sparkml
 from nbtune.trial._timeouts import TrialTimeout, time_limit
 
 CELL_FILENAME = "<tune-cell>"
@@ -59,7 +60,7 @@ class Objective:
     log_metrics: tuple[str, ...] = ()
     line_offset: int = 0
     log_model: bool = False
-    autoreport: bool = True  # Keras' model.fit reports each epoch (see trial/_keras)
+    autoreport: bool = True  # Keras' model.fit reports each epoch, CrossValidator each fold (trial/_keras, _sparkml)
     autolog: dict[str, dict[str, Any]] = field(default_factory=dict)  # the notebook's MLflow autologging
     keep_mlflow: bool = True  # send what the cell logs to MLflow back (tracking on), or drop it
     _code: CodeType | None = field(default=None, repr=False, compare=False)
@@ -102,6 +103,7 @@ class Objective:
         reports = TrialReports(send=reporter, metric=self.metric, mode=self.mode, autoreport=self.autoreport)
         if self.autoreport:
             watch_keras()
+            watch_sparkml()
         # Outermost, so that the cell's MLflow runs end after its time limit and its reports are over.
         with self._capture(f"trial {request.tid}") as capture:
             try:
