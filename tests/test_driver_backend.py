@@ -267,8 +267,13 @@ def test_a_pruned_crossvalidator_stops_before_its_next_fold_and_its_refit(local_
 
 
 def test_pruning_ends_hopeless_cross_validated_trials_after_a_fold(local_spark, data):
+    check_pruned_cross_validation(local_spark, data)
+    assert active_jobs(local_spark, within=10) == []
+
+
+def check_pruned_cross_validation(spark: Any, data: dict[str, Any]) -> None:
     result = tune(
-        local_spark,
+        spark,
         CROSS_VALIDATED,
         data,
         backend="driver",
@@ -285,7 +290,7 @@ def test_pruning_ends_hopeless_cross_validated_trials_after_a_fold(local_spark, 
     for r in done:  # a full trial's curve: one report per fold, the last one its metric
         assert [step for step, _ in r.curve] == [1, 2, 3] and r.curve[-1][1]["areaUnderROC"] == r.value
     assert result.best_params["k"] == 4 and result.best_value > 0.95
-    assert active_jobs(local_spark, within=10) == [] and trial_threads() == []
+    assert trial_threads() == []
 
 
 def test_bad_input_is_a_one_line_usage_error(local_spark, data):
@@ -344,6 +349,11 @@ def test_a_pipeline_is_tuned_through_spark_connect_and_its_best_model_transforms
     predicted = loaded.transform(data["test"]).select("prediction").collect()
     expected = result.best_model.transform(data["test"]).select("prediction").collect()
     assert predicted == expected
+
+
+@pytest.mark.connect
+def test_pruning_ends_hopeless_cross_validated_trials_on_spark_connect(connect_spark):
+    check_pruned_cross_validation(connect_spark, frames(connect_spark))
 
 
 @pytest.mark.connect

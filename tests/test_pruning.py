@@ -131,7 +131,7 @@ def test_a_non_numeric_report_is_skipped_with_one_warning_and_the_trial_goes_on(
 
 def test_prune_warns_once_when_no_report_carries_the_metric(ip):
     cell = "x = 0.5  # tune: uniform(0, 1)\nimport nbtune\nnbtune.report(acc=x)\nloss = x\n"
-    with pytest.warns(RuntimeWarning, match="no report carried the metric 'loss'"):
+    with pytest.warns(RuntimeWarning, match=r"no report carried the metric 'loss' \(they carried acc\)"):
         run_tune(ip, "--max-evals 3 --prune asha --quiet", cell)
 
 

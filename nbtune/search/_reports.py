@@ -28,6 +28,7 @@ class ReportHub:
         self._pruned: set[int] = set()
         self._fresh: list[tuple[int, int, dict[str, float]]] = []
         self.metric_seen = False  # a report carried --metric (else pruning has nothing to compare)
+        self._names: set[str] = set()  # what the reports carried, for the warning when --metric was not among them
         self.reported = False
         self.on_own_thread: Callable[[], None] | None = None  # the search loop's, to tell listeners at once
         self._owner = threading.get_ident()
@@ -48,6 +49,8 @@ class ReportHub:
             if tid in self._pruned:
                 return True
             value = metrics.get(self.metric)
+            if value is None and not self.metric_seen:
+                self._names.update(metrics)
             if value is None or self.scheduler is None:
                 return False
             self.metric_seen = True
@@ -63,14 +66,15 @@ class ReportHub:
         if not self.reported:
             warnings.warn(
                 "nbtune: --prune had no reports to act on: call nbtune.report(...) in the cell, or train with "
-                "Keras' model.fit (it reports each epoch unless --no-autoreport)",
+                "Keras' model.fit or Spark ML's CrossValidator (they report each epoch or fold unless --no-autoreport)",
                 RuntimeWarning,
                 stacklevel=3,
             )
         elif not self.metric_seen:
+            carried = ", ".join(sorted(self._names))
             warnings.warn(
-                f"nbtune: no report carried the metric '{self.metric}', so --prune compared nothing: "
-                f"report it, e.g. nbtune.report({self.metric}=...)",
+                f"nbtune: no report carried the metric '{self.metric}' (they carried {carried}), so --prune compared "
+                f"nothing: report it, e.g. nbtune.report({self.metric}=...), or name the metric as reported",
                 RuntimeWarning,
                 stacklevel=3,
             )
