@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import warnings
 from typing import Any
@@ -165,6 +167,37 @@ def test_bare_log_model_saves_every_trials_model(local_spark, data):
     )
     assert all(r.model_uri == f"runs:/{r.mlflow_run_id}/model" for r in result.records)
     assert result.best_model is not None
+
+
+AFTER_RESET = """
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "nbtune")
+shell.run_line_magic("reset", "-f")
+assert not hasattr(sys.modules["__main__"], "__spec__")  # what %reset does to IPython's __main__
+shell.run_cell(
+    "from pyspark.sql import SparkSession\\n"
+    "spark = SparkSession.builder.master('local[1]').getOrCreate()\\n"
+    "train = test = spark.createDataFrame([(float(i % 2), float(i % 2)) for i in range(20)], ['f0', 'label'])\\n"
+)
+result = shell.run_cell_magic("tune", "--max-evals 1 --metric auc --mode max --log-model best --quiet", CELL)
+print("saved:", result.best_model_uri)
+assert not hasattr(sys.modules["__main__"], "__spec__")  # left as it was
+"""
+
+
+def test_log_model_best_works_after_percent_reset(tmp_path):
+    # pyspark's first import of its Connect modules (MLflow's save imports them) reads __main__.__spec__,
+    # which IPython's %reset deletes. In a fresh process: pyspark checks only at that first import.
+    cell = PIPELINE.replace('["f0", "f1", "f2", "f3"][:k]', '["f0"]')
+    script = tmp_path / "after_reset.py"
+    script.write_text(f"CELL = {cell!r}\n" + AFTER_RESET)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "saved: runs:/" in done.stdout, done.stderr[-3000:]
 
 
 def test_each_trial_has_its_own_job_tag_and_scheduler_pool(local_spark, data):

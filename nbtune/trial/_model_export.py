@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import zipfile
@@ -44,7 +45,7 @@ def export_model(model: Any) -> bytes:
     name = flavour_of(model)
     flavour = importlib.import_module(f"mlflow.{name}")
     on_connect = _copy_on_disk() if name == "spark" and _on_spark_connect() else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow"), on_connect:
+    with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow"), _main_has_spec(), on_connect:
         path = os.path.join(tmp, "model")
         # Given requirements, MLflow skips inferring them (a subprocess that reloads the model: ~10 s).
         flavour.save_model(model, path, pip_requirements=flavour.get_default_pip_requirements())
@@ -99,6 +100,25 @@ def _copy_on_disk() -> Iterator[None]:
             yield
         finally:
             _HadoopFileSystem.copy_to_local_file = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _main_has_spec() -> Iterator[None]:
+    """`__main__.__spec__` while MLflow saves: IPython's `%reset` deletes it, and pyspark needs it.
+
+    mlflow.spark imports `pyspark.ml.connect`, whose first import reads `__main__.__spec__`
+    (pyspark.sql.connect.utils.check_dependencies): after a `%reset` that is an AttributeError. A fresh
+    IPython namespace has `__spec__ = None`, so that is what it gets meanwhile.
+    """
+    main = sys.modules.get("__main__")
+    missing = main is not None and not hasattr(main, "__spec__")
+    if missing:
+        main.__spec__ = None  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if missing and main is not None and main.__dict__.get("__spec__", 0) is None:
+            del main.__spec__
 
 
 def unpack_model(archive: bytes, into: str) -> None:
