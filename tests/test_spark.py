@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
@@ -253,7 +254,9 @@ def test_workers_that_cannot_connect_back_give_a_usage_error_naming_the_fix(loca
 
 def test_sparktrials_backend_runs_hyperopts_sparktrials_with_the_same_result_shape(local_spark):
     cell = "x = 1.0  # tune: uniform(0, 1)\nk = 1  # tune: choice(1, 2)\nloss = x * k\n"
-    result = nbtune.tune(cell, {"spark": local_spark}, backend="sparktrials", max_evals=4, quiet=True, mlflow=False)
+    with warnings.catch_warnings(record=True) as caught:
+        result = nbtune.tune(cell, {"spark": local_spark}, backend="sparktrials", max_evals=4, quiet=True, mlflow=False)
+    assert not [w for w in caught if "Tags will not be inherited" in str(w.message)]  # pyspark's noise about hyperopt
     assert result.backend == "sparktrials" and len(result.records) == 4
     assert {r.params["k"] for r in result.records} <= {1, 2}
     assert list(result.to_pandas().columns)[:4] == ["trial", "status", "loss", "duration"]

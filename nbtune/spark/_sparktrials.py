@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import warnings
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,9 @@ class SparkTrialsSearch:
     def run(self) -> TuneResult:
         """Run fmin on a thread; the notebook thread streams events and handles stops."""
         opts, result = self.options, self.result
+        # hyperopt wraps each trial's thread without the session, and pyspark 4 warns that job tags are not
+        # inherited. This backend stops trials by job group, which is still inherited: the warning is noise.
+        warnings.filterwarnings("ignore", "Spark session is not provided. Tags will not be inherited.", UserWarning)
         trials = SparkTrials(parallelism=self.slots, spark_session=self.spark)
         if opts.start_from_cell:
             history.queue_given(trials, self.space.cell_point())
