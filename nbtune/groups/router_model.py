@@ -14,6 +14,8 @@ from typing import Any
 
 import mlflow.models
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
 
 INDEX = "groups.json"  # in the router's artifact: the key columns and each group's model directory
 
@@ -30,12 +32,10 @@ class GroupRouter(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
         self._paths = {_key(values): path for values, path in saved["groups"]}
         self._loaded: dict[tuple[Any, ...], Any] = {}
 
-    # No type hints: MLflow would read them as the model's input schema.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # A DataFrame hint is one MLflow infers no input schema from (rows of any columns pass), and without a
+    # hint MLflow warns at every load.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.Series:
         """One prediction per row, in the rows' order; NaN (and one warning) for a key with no model."""
-        import numpy as np
-        import pandas as pd
-
         missing = [k for k in self.keys if k not in model_input.columns]
         if missing:
             raise ValueError(f"the rows need the key column(s) {', '.join(missing)} to find their group's model")
