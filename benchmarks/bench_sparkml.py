@@ -84,22 +84,11 @@ def data(spark: Any) -> dict[str, Any]:
 
 def grid_search(ns: dict[str, Any], side: int) -> tuple[float, float, dict[str, Any]]:
     """CrossValidator over a side x side grid (regParam on a log scale x PCA k): wall, held-out accuracy, pick."""
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    from pyspark.ml.feature import PCA, StandardScaler, VectorAssembler
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
-    pca = PCA(k=16, inputCol="scaled", outputCol="features")
-    lr = LogisticRegression(maxIter=30, labelCol="target")
-    pipeline = Pipeline(
-        stages=[
-            VectorAssembler(inputCols=ns["pixel_columns"], outputCol="pixels"),
-            StandardScaler(inputCol="pixels", outputCol="scaled"),
-            pca,
-            lr,
-        ]
-    )
+    pipeline = template_pipeline(ns, k=16, reg=0.0)
+    pca, lr = pipeline.getStages()[2:]
     regs = [10 ** (-4 + 4 * i / (side - 1)) for i in range(side)]  # 1e-4 .. 1, as the template's range
     ks = [4, 8, 16, 32] if side == 4 else [4, 32]  # the template's choices (their ends at side 2)
     grid = ParamGridBuilder().addGrid(lr.regParam, regs).addGrid(pca.k, ks).build()
@@ -149,12 +138,19 @@ def nbtune_search(
 
 def refit_best(ns: dict[str, Any], reg: float, k: int) -> float:
     """The best setting fitted once on all training rows: its held-out accuracy."""
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+
+    evaluator = MulticlassClassificationEvaluator(labelCol="target", metricName="accuracy")
+    return float(evaluator.evaluate(template_pipeline(ns, k, reg).fit(ns["train"]).transform(ns["test"])))
+
+
+def template_pipeline(ns: dict[str, Any], k: int, reg: float) -> Any:
+    """The template's Pipeline (as CELL builds it) for the grid and the refit: assembler, scaler, PCA(k), LR(reg)."""
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     from pyspark.ml.feature import PCA, StandardScaler, VectorAssembler
 
-    pipeline = Pipeline(
+    return Pipeline(
         stages=[
             VectorAssembler(inputCols=ns["pixel_columns"], outputCol="pixels"),
             StandardScaler(inputCol="pixels", outputCol="scaled"),
@@ -162,8 +158,6 @@ def refit_best(ns: dict[str, Any], reg: float, k: int) -> float:
             LogisticRegression(regParam=reg, maxIter=30, labelCol="target"),
         ]
     )
-    evaluator = MulticlassClassificationEvaluator(labelCol="target", metricName="accuracy")
-    return float(evaluator.evaluate(pipeline.fit(ns["train"]).transform(ns["test"])))
 
 
 def own_cost(spark: Any, trials: int) -> float:

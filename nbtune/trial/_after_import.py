@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
@@ -35,6 +36,27 @@ class AfterImport(importlib.abc.MetaPathFinder):
 
         loader.exec_module = exec_and_call  # type: ignore[method-assign]
         return spec
+
+
+class PatchOnce:
+    """A change to a module made once per process: now if the module is loaded, else right after its import."""
+
+    def __init__(self, name: str, apply: Callable[[ModuleType], None], ready: str | None = None) -> None:
+        self.name, self.ready, self._apply = name, ready, apply
+        self.done = False
+        self._lock = threading.RLock()  # re-entered when the module is loaded already
+
+    def watch(self) -> None:
+        """Apply the change now if `name` is loaded (with attribute `ready`), else when it is imported."""
+        if not self.done:
+            with self._lock:
+                when_imported(self.name, self._once, self.ready)
+
+    def _once(self, module: ModuleType) -> None:
+        with self._lock:
+            if not self.done:
+                self._apply(module)
+                self.done = True
 
 
 def when_imported(name: str, callback: Callable[[ModuleType], None], ready: str | None = None) -> None:

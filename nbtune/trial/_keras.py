@@ -8,33 +8,14 @@ so the fit ends after that epoch and callbacks such as EarlyStopping still run t
 from __future__ import annotations
 
 import functools
-import threading
 from types import ModuleType
 from typing import Any
 
-from nbtune.trial._after_import import when_imported
+from nbtune.trial._after_import import PatchOnce
 from nbtune.trial._report import current
-
-_lock = threading.RLock()  # re-entered when Keras is loaded already
-_patched = False
-
-
-def watch() -> None:
-    """Wrap Keras' `Model.fit` now if Keras is loaded, else as soon as it is imported."""
-    if not _patched:
-        with _lock:
-            when_imported("keras", _patch_locked, ready="Model")
-
-
-def _patch_locked(keras: ModuleType) -> None:
-    with _lock:
-        _patch(keras)
 
 
 def _patch(keras: ModuleType) -> None:
-    global _patched
-    if _patched:
-        return
     model: Any = keras.Model
     original = model.fit
 
@@ -54,4 +35,7 @@ def _patch(keras: ModuleType) -> None:
         return original(self, *args, **kwargs)
 
     model.fit = fit
-    _patched = True
+
+
+_fit = PatchOnce("keras", _patch, ready="Model")
+watch = _fit.watch  # wrap Keras' `Model.fit` now if Keras is loaded, else as soon as it is imported

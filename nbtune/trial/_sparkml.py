@@ -17,11 +17,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from nbtune.trial._after_import import when_imported
+from nbtune.trial._after_import import PatchOnce
 from nbtune.trial._report import TrialPruned, TrialReports, current
-
-_lock = threading.RLock()  # re-entered when pyspark.ml.tuning is loaded already
-_patched = False
 
 
 @dataclass
@@ -65,46 +62,37 @@ class _Folds:
 _folds: ContextVar[_Folds | None] = ContextVar("nbtune_cv_folds", default=None)
 
 
-def watch() -> None:
-    """Wrap CrossValidator now if `pyspark.ml.tuning` is loaded, else as soon as it is imported."""
-    if not _patched:
-        with _lock:
-            when_imported("pyspark.ml.tuning", _patch, ready="CrossValidator")
-
-
 def _patch(tuning: ModuleType) -> None:
-    global _patched
-    with _lock:
-        if _patched:
-            return
-        validator: Any = tuning.CrossValidator
-        original_fit, original_tasks = validator._fit, getattr(tuning, "_parallelFitTasks", None)
-        if original_tasks is None:  # a pyspark whose CrossValidator is built otherwise: no reports, no harm
-            _patched = True
-            return
+    validator: Any = tuning.CrossValidator
+    original_fit, original_tasks = validator._fit, getattr(tuning, "_parallelFitTasks", None)
+    if original_tasks is None:  # a pyspark whose CrossValidator is built otherwise: no reports, no harm
+        return
 
-        @functools.wraps(original_fit)
-        def _fit(self: Any, dataset: Any) -> Any:
-            folds = _start(self)
-            if folds is None:
-                return original_fit(self, dataset)
-            token = _folds.set(folds)
-            try:
-                return original_fit(self, dataset)
-            finally:
-                _folds.reset(token)
+    @functools.wraps(original_fit)
+    def _fit(self: Any, dataset: Any) -> Any:
+        folds = _start(self)
+        if folds is None:
+            return original_fit(self, dataset)
+        token = _folds.set(folds)
+        try:
+            return original_fit(self, dataset)
+        finally:
+            _folds.reset(token)
 
-        @functools.wraps(original_tasks)
-        def _parallelFitTasks(*args: Any, **kwargs: Any) -> Any:
-            folds = _folds.get()  # None in TrainValidationSplit (one split: nothing to prune)
-            if folds is None:
-                return original_tasks(*args, **kwargs)
-            folds.check()
-            return folds.wrap(original_tasks(*args, **kwargs))
+    @functools.wraps(original_tasks)
+    def _parallelFitTasks(*args: Any, **kwargs: Any) -> Any:
+        folds = _folds.get()  # None in TrainValidationSplit (one split: nothing to prune)
+        if folds is None:
+            return original_tasks(*args, **kwargs)
+        folds.check()
+        return folds.wrap(original_tasks(*args, **kwargs))
 
-        validator._fit = _fit
-        tuning._parallelFitTasks = _parallelFitTasks  # type: ignore[attr-defined]  # _fit looks it up per fold
-        _patched = True
+    validator._fit = _fit
+    tuning._parallelFitTasks = _parallelFitTasks  # type: ignore[attr-defined]  # _fit looks it up per fold
+
+
+_cross_validator = PatchOnce("pyspark.ml.tuning", _patch, ready="CrossValidator")
+watch = _cross_validator.watch  # wrap CrossValidator now if pyspark.ml.tuning is loaded, else when it is imported
 
 
 def _start(validator: Any) -> _Folds | None:
